@@ -1,0 +1,261 @@
+// Package session holds the call session model and its state machine.
+//
+// A Session is the record of one Twilio call from the voice webhook to its end:
+// which channel and agent answered it, where its media stream runs, what
+// happened (timeline), what was said (transcript) and every transfer attempt.
+// The package does no I/O; the store persists sessions and the per-call owner
+// in the bridge is the only writer while a stream is live.
+package session
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// State is the lifecycle state of a call session.
+type State string
+
+// The states of a call session.
+const (
+	// Ringing: the voice webhook answered with <Connect><Stream>; no stream yet.
+	Ringing State = "ringing"
+	// Streaming: a media stream is live on the pod named by Session.PodID.
+	Streaming State = "streaming"
+	// Transferring: a SIP REFER was requested; the outcome is not known yet.
+	Transferring State = "transferring"
+	// Transferred: the PBX took the call; our part is over.
+	Transferred State = "transferred"
+	// Ended: the call ended while it was ours.
+	Ended State = "ended"
+)
+
+// Terminal reports whether no further transition can leave s.
+func (s State) Terminal() bool { return s == Transferred || s == Ended }
+
+// Active reports whether the call is still ours (not terminal).
+func (s State) Active() bool { return !s.Terminal() }
+
+// Valid reports whether s is one of the known states.
+func (s State) Valid() bool {
+	switch s {
+	case Ringing, Streaming, Transferring, Transferred, Ended:
+		return true
+	}
+	return false
+}
+
+// Errors returned by the state machine.
+var (
+	// ErrInvalidTransition is returned when a state change is not allowed.
+	ErrInvalidTransition = errors.New("session: invalid state transition")
+	// ErrNotFound is returned by stores when no session exists for a call SID.
+	ErrNotFound = errors.New("session: not found")
+)
+
+// transitions lists, for each state, the states it may move to.
+// transferring -> streaming is the resume after a failed transfer.
+var transitions = map[State][]State{
+	Ringing:      {Streaming, Ended},
+	Streaming:    {Transferring, Ended},
+	Transferring: {Streaming, Transferred, Ended},
+}
+
+// CanTransition reports whether a session in state from may move to state to.
+func CanTransition(from, to State) bool {
+	for _, s := range transitions[from] {
+		if s == to {
+			return true
+		}
+	}
+	return false
+}
+
+// Limits that keep one session record bounded in size.
+const (
+	MaxTimelineEvents  = 500
+	MaxTranscriptTurns = 400
+	MaxTurnText        = 2000
+	MaxTransfers       = 20
+)
+
+// Event types recorded on the timeline.
+const (
+	EventAnswered        = "answered"
+	EventStreamStarted   = "stream_started"
+	EventModelConnected  = "model_connected"
+	EventModelError      = "model_error"
+	EventModelReconnect  = "model_reconnected"
+	EventBargeIn         = "barge_in"
+	EventDigit           = "dtmf"
+	EventToolCall        = "tool_call"
+	EventTransferStarted = "transfer_started"
+	EventTransferFailed  = "transfer_failed"
+	EventTransferred     = "transferred"
+	EventResumed         = "resumed"
+	EventStreamStopped   = "stream_stopped"
+	EventEnded           = "ended"
+)
+
+// Roles of transcript turns.
+const (
+	RoleCaller = "caller"
+	RoleAgent  = "agent"
+)
+
+// Event is one entry of a session's timeline.
+type Event struct {
+	At     time.Time `json:"at"`
+	Type   string    `json:"type"`
+	Detail string    `json:"detail,omitempty"`
+}
+
+// Turn is one utterance of the transcript.
+type Turn struct {
+	At   time.Time `json:"at"`
+	Role string    `json:"role"`
+	Text string    `json:"text"`
+}
+
+// Transfer is one attempt to hand the call back to the PBX.
+type Transfer struct {
+	Destination string    `json:"destination"`
+	URI         string    `json:"uri"`
+	Via         string    `json:"via"` // tool, dtmf, operator
+	At          time.Time `json:"at"`
+	// Error is set when the REST update that starts the REFER failed.
+	Error string `json:"error,omitempty"`
+	// Outcome fields come from the <Refer action> callback.
+	Status        string     `json:"status,omitempty"` // ReferCallStatus, or "no-notify"
+	ReferSIPCode  string     `json:"referSipCode,omitempty"`
+	NotifySIPCode string     `json:"notifySipCode,omitempty"`
+	CompletedAt   *time.Time `json:"completedAt,omitempty"`
+}
+
+// Session is the record of one call.
+type Session struct {
+	CallSID   string     `json:"callSid"`
+	ChannelID string     `json:"channelId"`
+	AgentID   string     `json:"agentId"`
+	From      string     `json:"from,omitempty"`
+	To        string     `json:"to,omitempty"`
+	SourceIP  string     `json:"sourceIp,omitempty"`
+	State     State      `json:"state"`
+	PodID     string     `json:"podId,omitempty"`
+	StreamSID string     `json:"streamSid,omitempty"`
+	CreatedAt time.Time  `json:"createdAt"`
+	UpdatedAt time.Time  `json:"updatedAt"`
+	EndedAt   *time.Time `json:"endedAt,omitempty"`
+	EndReason string     `json:"endReason,omitempty"`
+
+	Timeline   []Event    `json:"timeline"`
+	Transcript []Turn     `json:"transcript"`
+	Transfers  []Transfer `json:"transfers"`
+	// Dropped counts timeline events and turns not kept because of the limits.
+	Dropped int `json:"dropped,omitempty"`
+}
+
+// New returns a session in state Ringing created at now.
+func New(callSID, channelID, agentID string, now time.Time) *Session {
+	s := &Session{
+		CallSID:   callSID,
+		ChannelID: channelID,
+		AgentID:   agentID,
+		State:     Ringing,
+		CreatedAt: now,
+		UpdatedAt: now,
+	}
+	s.Record(now, EventAnswered, "")
+	return s
+}
+
+// Transition moves the session to state to, or returns ErrInvalidTransition.
+func (s *Session) Transition(to State, now time.Time) error {
+	if !CanTransition(s.State, to) {
+		return fmt.Errorf("%w: %s -> %s (call %s)", ErrInvalidTransition, s.State, to, s.CallSID)
+	}
+	s.State = to
+	s.UpdatedAt = now
+	return nil
+}
+
+// End ends the session with reason unless it is already terminal, in which
+// case it does nothing and returns false: the first end reason is the one kept.
+// A transferring session whose call ends (the caller hung up during the
+// transfer) ends as Ended.
+func (s *Session) End(reason string, now time.Time) bool {
+	if s.State.Terminal() {
+		return false
+	}
+	s.State = Ended
+	s.EndReason = reason
+	t := now
+	s.EndedAt = &t
+	s.UpdatedAt = now
+	s.Record(now, EventEnded, reason)
+	return true
+}
+
+// MarkTransferred records a successful transfer: the session is terminal.
+func (s *Session) MarkTransferred(now time.Time) error {
+	if err := s.Transition(Transferred, now); err != nil {
+		return err
+	}
+	s.EndReason = "transferred"
+	t := now
+	s.EndedAt = &t
+	s.Record(now, EventTransferred, "")
+	return nil
+}
+
+// Record appends an event to the timeline, bounded by MaxTimelineEvents.
+// The final event (EventEnded) is always kept so that an end is never lost.
+func (s *Session) Record(now time.Time, typ, detail string) {
+	if len(s.Timeline) >= MaxTimelineEvents && typ != EventEnded {
+		s.Dropped++
+		return
+	}
+	s.Timeline = append(s.Timeline, Event{At: now, Type: typ, Detail: truncate(detail, MaxTurnText)})
+	s.UpdatedAt = now
+}
+
+// AddTurn appends a transcript turn, bounded by MaxTranscriptTurns and MaxTurnText.
+func (s *Session) AddTurn(now time.Time, role, text string) {
+	if text == "" {
+		return
+	}
+	if len(s.Transcript) >= MaxTranscriptTurns {
+		s.Dropped++
+		return
+	}
+	s.Transcript = append(s.Transcript, Turn{At: now, Role: role, Text: truncate(text, MaxTurnText)})
+	s.UpdatedAt = now
+}
+
+// AddTransfer records a transfer attempt and returns its index.
+func (s *Session) AddTransfer(t Transfer) int {
+	if len(s.Transfers) >= MaxTransfers {
+		s.Transfers = s.Transfers[1:]
+	}
+	s.Transfers = append(s.Transfers, t)
+	return len(s.Transfers) - 1
+}
+
+// LastTransfer returns the most recent transfer attempt, or nil.
+func (s *Session) LastTransfer() *Transfer {
+	if len(s.Transfers) == 0 {
+		return nil
+	}
+	return &s.Transfers[len(s.Transfers)-1]
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	// cut on a rune boundary
+	for n > 0 && n < len(s) && s[n]&0xC0 == 0x80 {
+		n--
+	}
+	return s[:n]
+}
