@@ -1,0 +1,47 @@
+# VIVI bridge. The two commands a newcomer needs: `make demo` and `make test`.
+GO        ?= go
+STATICCHECK_VERSION := v0.8.2
+BIN       := bin/vivi-bridge
+
+.PHONY: demo run build test check fmt vet staticcheck bench fuzz tidy-check redis
+
+demo: ## run the whole system on this machine with fakes: one simulated call as a timeline
+	$(GO) run ./cmd/vivi-bridge demo
+
+run: ## run the server (needs the environment of README "Configuration")
+	$(GO) run ./cmd/vivi-bridge serve
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN) ./cmd/vivi-bridge
+	CGO_ENABLED=0 $(GO) build -trimpath -o bin/callsim ./cmd/callsim
+
+redis: ## start Redis on 127.0.0.1:6379 when none answers
+	@scripts/ensure-redis.sh
+
+test: redis ## all tests with the race detector, against real Redis
+	$(GO) vet ./...
+	$(GO) test -race -count=1 ./...
+
+check: redis fmt vet staticcheck tidy-check ## everything CI should be strict about
+	$(GO) test -race -count=1 ./...
+
+fmt:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet ./...
+
+staticcheck:
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
+
+tidy-check:
+	@cp go.mod /tmp/vivi-go.mod.bak; cp go.sum /tmp/vivi-go.sum.bak; \
+	$(GO) mod tidy; \
+	if ! git diff --quiet -- go.mod go.sum; then echo "go mod tidy changes go.mod/go.sum"; git diff -- go.mod go.sum; exit 1; fi
+
+fuzz: ## a short run of every fuzz target
+	$(GO) test ./twiml -run '^$$' -fuzz FuzzParseExtension -fuzztime 20s
+	$(GO) test ./twiml -run '^$$' -fuzz FuzzVoiceForm -fuzztime 20s
+
+bench: redis ## per-frame benchmarks and callsim runs, written to BENCHMARKS.md
+	$(GO) test -run '^$$' -bench . -benchmem ./bridge/...

@@ -1,0 +1,104 @@
+// Package transfer hands a live call back to the customer's PBX with a SIP
+// REFER and controls live calls through the Twilio REST API.
+package transfer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	twilio "github.com/twilio/twilio-go"
+	"github.com/twilio/twilio-go/client"
+	openapi "github.com/twilio/twilio-go/rest/api/v2010"
+)
+
+// DefaultAPIBaseURL is Twilio's REST API origin.
+const DefaultAPIBaseURL = "https://api.twilio.com"
+
+// TwilioConfig configures the REST client for live-call updates.
+type TwilioConfig struct {
+	AccountSID string
+	AuthToken  string
+	// BaseURL replaces https://api.twilio.com (TWILIO_API_BASE_URL), for fakes.
+	BaseURL string
+	// Timeout bounds each REST request; default 10 s.
+	Timeout time.Duration
+}
+
+// Twilio updates live calls through the Twilio REST API (twilio-go UpdateCall).
+type Twilio struct {
+	api *openapi.ApiService
+}
+
+// NewTwilio returns a REST client. A BaseURL other than Twilio's sends every
+// request there instead (twilio-go has no base URL setting, so the transport
+// rewrites scheme and host).
+func NewTwilio(cfg TwilioConfig) (*Twilio, error) {
+	if cfg.AccountSID == "" || cfg.AuthToken == "" {
+		return nil, errors.New("twilio: account SID and auth token are required")
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 10 * time.Second
+	}
+	var rt http.RoundTripper = http.DefaultTransport
+	if cfg.BaseURL != "" && strings.TrimRight(cfg.BaseURL, "/") != DefaultAPIBaseURL {
+		u, err := url.Parse(cfg.BaseURL)
+		if err != nil || u.Scheme == "" || u.Host == "" {
+			return nil, fmt.Errorf("twilio: bad API base URL %q", cfg.BaseURL)
+		}
+		rt = rewriteHost{scheme: u.Scheme, host: u.Host, next: http.DefaultTransport}
+	}
+	c := &client.Client{
+		Credentials: client.NewCredentials(cfg.AccountSID, cfg.AuthToken),
+		HTTPClient: &http.Client{
+			Transport: rt,
+			Timeout:   cfg.Timeout,
+			CheckRedirect: func(*http.Request, []*http.Request) error {
+				return http.ErrUseLastResponse
+			},
+		},
+	}
+	c.SetAccountSid(cfg.AccountSID)
+	rc := twilio.NewRestClientWithParams(twilio.ClientParams{Client: c})
+	return &Twilio{api: rc.Api}, nil
+}
+
+// Hangup ends a live call (UpdateCall with Status=completed).
+func (t *Twilio) Hangup(ctx context.Context, callSID string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	p := (&openapi.UpdateCallParams{}).SetStatus("completed")
+	if _, err := t.api.UpdateCall(callSID, p); err != nil {
+		return fmt.Errorf("twilio: hang up %s: %w", callSID, err)
+	}
+	return nil
+}
+
+// UpdateTwiML replaces the TwiML a live call is executing.
+func (t *Twilio) UpdateTwiML(ctx context.Context, callSID, twiml string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	p := (&openapi.UpdateCallParams{}).SetTwiml(twiml)
+	if _, err := t.api.UpdateCall(callSID, p); err != nil {
+		return fmt.Errorf("twilio: update call %s: %w", callSID, err)
+	}
+	return nil
+}
+
+// rewriteHost sends requests meant for api.twilio.com to another origin.
+type rewriteHost struct {
+	scheme, host string
+	next         http.RoundTripper
+}
+
+func (r rewriteHost) RoundTrip(req *http.Request) (*http.Response, error) {
+	req = req.Clone(req.Context())
+	req.URL.Scheme, req.URL.Host, req.Host = r.scheme, r.host, r.host
+	return r.next.RoundTrip(req)
+}
