@@ -3,7 +3,11 @@
 // provisioning of origin IPs, the YAML apply format and the admin API.
 package channel
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+	"strings"
+)
 
 // Protocol is the SIP transport of a channel's origin (the customer's PBX).
 type Protocol string
@@ -109,6 +113,7 @@ const (
 var (
 	ErrNotFound = errors.New("not found")
 	ErrConflict = errors.New("channel conflict")
+	ErrExists   = errors.New("already exists")
 
 	ErrUnknownSourceIP  = &RejectError{Reason: ReasonUnknownSourceIP}
 	ErrUnknownExtension = &RejectError{Reason: ReasonUnknownExtension}
@@ -123,3 +128,32 @@ func (e *RejectError) Error() string { return "call rejected: " + e.Reason }
 
 // RejectReason returns the reason code logged with the refusal.
 func (e *RejectError) RejectReason() string { return e.Reason }
+
+// ConflictError is ErrConflict with the pair that is already routed:
+// ChannelID is the other channel that authorizes IP and lists Extension.
+// errors.Is(err, ErrConflict) holds for it.
+type ConflictError struct {
+	ChannelID string
+	IP        string
+	Extension string
+}
+
+func (e *ConflictError) Error() string {
+	return fmt.Sprintf("channel conflict: origin IP %s with extension %s is already routed to channel %s",
+		e.IP, e.Extension, e.ChannelID)
+}
+
+// Is makes errors.Is(err, ErrConflict) true.
+func (e *ConflictError) Is(target error) bool { return target == ErrConflict }
+
+// InUseError refuses deleting an agent that channels still use.
+type InUseError struct {
+	ChannelIDs []string
+}
+
+func (e *InUseError) Error() string {
+	return "agent is used by channels " + strings.Join(e.ChannelIDs, ", ")
+}
+
+// InUseChannels returns the ids of the channels that use the agent.
+func (e *InUseError) InUseChannels() []string { return e.ChannelIDs }

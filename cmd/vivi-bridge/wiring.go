@@ -1,0 +1,66 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/vivi/bridge/store"
+)
+
+// newLogger builds the process logger from LOG_LEVEL and LOG_FORMAT.
+func newLogger(c config, w io.Writer) (*zap.Logger, error) {
+	lvl, err := zapcore.ParseLevel(c.LogLevel)
+	if err != nil {
+		return nil, errConfig("LOG_LEVEL: %v", err)
+	}
+	ec := zap.NewProductionEncoderConfig()
+	ec.TimeKey = "ts"
+	ec.EncodeTime = zapcore.ISO8601TimeEncoder
+	var enc zapcore.Encoder
+	if c.LogFormat == "console" {
+		ec.EncodeLevel = zapcore.CapitalColorLevelEncoder
+		enc = zapcore.NewConsoleEncoder(ec)
+	} else {
+		enc = zapcore.NewJSONEncoder(ec)
+	}
+	core := zapcore.NewCore(enc, zapcore.Lock(zapcore.AddSync(w)), lvl)
+	return zap.New(core), nil
+}
+
+// dataStore is everything cmd wires from a store; store.Memory and
+// store.Redis both provide it.
+type dataStore interface {
+	Ping(ctx context.Context) error
+}
+
+// openStore returns the Redis store when REDIS_URL or REDIS_ADDRS is set,
+// else the in-memory one. The returned close func releases the client.
+func openStore(ctx context.Context, c config) (dataStore, func(), error) {
+	opts := store.Options{Prefix: c.RedisPrefix, Retention: c.SessionRetention}
+	var client redis.UniversalClient
+	switch {
+	case c.RedisURL != "":
+		o, err := redis.ParseURL(c.RedisURL)
+		if err != nil {
+			return nil, nil, errConfig("REDIS_URL: %v", err)
+		}
+		client = redis.NewClient(o)
+	case len(c.RedisAddrs) > 0:
+		client = redis.NewUniversalClient(&redis.UniversalOptions{Addrs: c.RedisAddrs, MasterName: c.RedisMasterName})
+	default:
+		return store.NewMemory(opts), func() {}, nil
+	}
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := client.Ping(pctx).Err(); err != nil {
+		client.Close()
+		return nil, nil, fmt.Errorf("redis: %w", err)
+	}
+	return store.NewRedis(client, opts), func() { client.Close() }, nil
+}
