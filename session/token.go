@@ -83,11 +83,11 @@ func (t *Tokens) Verify(token, callSID string, now time.Time) (Claims, error) {
 	if !ok || p == "" || sig == "" {
 		return Claims{}, fmt.Errorf("%w: malformed", ErrTokenInvalid)
 	}
-	got, err := base64.RawURLEncoding.DecodeString(sig)
+	got, err := b64.DecodeString(sig)
 	if err != nil || !hmac.Equal(got, t.mac(p)) {
 		return Claims{}, ErrTokenSignature
 	}
-	payload, err := base64.RawURLEncoding.DecodeString(p)
+	payload, err := b64.DecodeString(p)
 	if err != nil {
 		return Claims{}, fmt.Errorf("%w: payload encoding", ErrTokenInvalid)
 	}
@@ -109,3 +109,6 @@ func (t *Tokens) mac(payload string) []byte {
 	m.Write([]byte(payload))
 	return m.Sum(nil)
 }
+
+// b64 decodes strictly, so that a token has exactly one valid spelling.
+var b64 = base64.RawURLEncoding.Strict()
