@@ -1,0 +1,135 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/vivi/bridge/channel"
+	"github.com/vivi/bridge/session"
+)
+
+// Store is the whole API that Memory and Redis both implement; the
+// conformance suite runs against it.
+type Store interface {
+	Ping(ctx context.Context) error
+
+	SaveAgent(ctx context.Context, a channel.Agent) error
+	Agent(ctx context.Context, id string) (channel.Agent, error)
+	Agents(ctx context.Context) ([]channel.Agent, error)
+	DeleteAgent(ctx context.Context, id string) error
+
+	SaveChannel(ctx context.Context, c channel.Channel) error
+	Channel(ctx context.Context, id string) (channel.Channel, error)
+	Channels(ctx context.Context) ([]channel.Channel, error)
+	DeleteChannel(ctx context.Context, id string) error
+	ChannelByOrigin(ctx context.Context, ip, ext string) (channel.Channel, error)
+	Apply(ctx context.Context, agents []channel.Agent, channels []channel.Channel) error
+
+	CreateSession(ctx context.Context, s *session.Session) error
+	Session(ctx context.Context, callSID string) (*session.Session, error)
+	UpdateSession(ctx context.Context, callSID string, fn func(*session.Session) error) (*session.Session, error)
+	Sessions(ctx context.Context, active bool, limit int) ([]*session.Session, error)
+	ClaimToken(ctx context.Context, id string, ttl time.Duration) (bool, error)
+
+	Publish(ctx context.Context, topic string, msg []byte) error
+	Subscribe(ctx context.Context, topic string) (<-chan []byte, func(), error)
+}
+
+var (
+	_ Store = (*Memory)(nil)
+	_ Store = (*Redis)(nil)
+)
+
+// newStoreFunc returns an empty store built with opts, cleaned up with t.
+type newStoreFunc = func(t *testing.T, opts Options) Store
+
+// testStore is the conformance suite: every store must pass all of it.
+func testStore(t *testing.T, newStore newStoreFunc) {
+	tests := map[string]func(t *testing.T, newStore newStoreFunc){
+		"ping":                 testPing,
+		"agents":               testAgents,
+		"channels":             testChannels,
+		"routing":              testRouting,
+		"conflict":             testConflict,
+		"apply all or nothing": testApply,
+		"delete agent in use":  testDeleteAgentInUse,
+		"sessions":             testSessions,
+		"update fn error":      testUpdateFnError,
+		"list sessions":        testListSessions,
+		"concurrent updates":   testConcurrentUpdates,
+		"claim token":          testClaimToken,
+		"session expiry":       testSessionExpiry,
+	}
+	names := make([]string, 0, len(tests))
+	for name := range tests {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	// Pub/sub checks for leaked goroutines, so it runs before the parallel tests start.
+	t.Run("publish subscribe", func(t *testing.T) { testPubSub(t, newStore) })
+	for _, name := range names {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			tests[name](t, newStore)
+		})
+	}
+}
+
+func testPing(t *testing.T, newStore newStoreFunc) {
+	st := newStore(t, Options{})
+	if err := st.Ping(t.Context()); err != nil {
+		t.Fatalf("Ping: %v", err)
+	}
+}
+
+// clock is a settable Options.Now.
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func newClock() *clock { return &clock{now: time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)} }
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
+// sameJSON fails unless got and want encode to the same JSON (how both stores keep values).
+func sameJSON(t *testing.T, what string, got, want any) {
+	t.Helper()
+	g, err := json.Marshal(got)
+	if err != nil {
+		t.Fatalf("%s: marshal got: %v", what, err)
+	}
+	w, err := json.Marshal(want)
+	if err != nil {
+		t.Fatalf("%s: marshal want: %v", what, err)
+	}
+	if string(g) != string(w) {
+		t.Fatalf("%s:\n got %s\nwant %s", what, g, w)
+	}
+}
+
+// eventually polls cond every 20 ms for up to 5 s.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after 5s waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
