@@ -157,9 +157,7 @@ func (h *Handler) Register(mux *http.ServeMux) {
 	mux.HandleFunc("POST "+StreamStatusPath, h.streamStatus)
 	mux.HandleFunc("POST "+CallStatusPath, h.callStatus)
 	mux.HandleFunc("POST "+ConnectEndedPath, h.connectEnded)
-	// POST ReferStatusPath (the <Refer action> outcome) is registered here
-	// once the refer-status handler exists; it answers <Hangup/> or a fresh
-	// ConnectStream like connectEnded does.
+	mux.HandleFunc("POST "+ReferStatusPath, h.referStatus)
 }
 
 // readForm reads, authenticates and parses a Twilio form post and returns

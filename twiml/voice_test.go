@@ -244,7 +244,7 @@ func TestVoiceWebhookRetry(t *testing.T) {
 }
 
 func TestVoiceSignatureRefusedBeforeAnything(t *testing.T) {
-	for _, path := range []string{VoicePath, StreamStatusPath, CallStatusPath, ConnectEndedPath} {
+	for _, path := range []string{VoicePath, StreamStatusPath, CallStatusPath, ConnectEndedPath, ReferStatusPath} {
 		for name, sign := range map[string]func(*http.Request){
 			"missing": func(r *http.Request) { r.Header.Del(SignatureHeader) },
 			"wrong token": func(r *http.Request) {
@@ -310,8 +310,8 @@ func TestRegisterRoutes(t *testing.T) {
 	x := newHarness(t, "https://host.example", true)
 	for path, want := range map[string]int{
 		"GET " + VoicePath:         http.StatusMethodNotAllowed,
-		"POST " + ReferStatusPath:  http.StatusNotFound, // registered by a later change
-		"POST " + StreamPath:       http.StatusNotFound, // the bridge's websocket
+		"POST " + ReferStatusPath:  http.StatusForbidden, // registered, unsigned
+		"POST " + StreamPath:       http.StatusNotFound,  // the bridge's websocket
 		"POST /twilio/voice/extra": http.StatusNotFound,
 	} {
 		method, p, _ := strings.Cut(path, " ")

@@ -1,0 +1,101 @@
+package twiml
+
+import (
+	"context"
+	"errors"
+	"net/http"
+
+	"go.uber.org/zap"
+
+	"github.com/vivi/bridge/session"
+)
+
+// referStatus handles the <Refer action>: Twilio posts the outcome of the
+// SIP REFER here, on whichever pod. ReferCallStatus=in-progress means the PBX
+// took the call: the session becomes transferred and the answer is <Hangup/>.
+// canceled means the caller hung up during the transfer: the session ends.
+// Anything else (busy, failed, no NOTIFY at all) is recorded on the attempt
+// and the answer reconnects the caller to the agent with a fresh one-time
+// token; the new stream, on any pod, restores the conversation from the
+// session and tells the model what happened.
+func (h *Handler) referStatus(w http.ResponseWriter, r *http.Request) {
+	form, sid, ok := h.readForm(w, r)
+	if !ok {
+		return
+	}
+	status := clip(form.Get("ReferCallStatus"), 32)
+	referCode := clip(form.Get("ReferSipResponseCode"), 8)
+	notifyCode := clip(form.Get("NotifySipResponseCode"), 8)
+	if status == "" {
+		status = "no-notify"
+	}
+	log := h.log.With(zap.String("call_sid", sid), zap.String("refer_status", status),
+		zap.String("refer_sip_code", referCode), zap.String("notify_sip_code", notifyCode))
+	now := h.now()
+	ctx, cancel := context.WithTimeout(r.Context(), storeTimeout)
+	defer cancel()
+
+	s, outcome, err := h.decide(ctx, sid, func(s *session.Session) (string, bool) {
+		if s.State != session.Transferring {
+			return "not_transferring_" + string(s.State), false
+		}
+		if t := s.LastTransfer(); t != nil {
+			t.Status, t.ReferSIPCode, t.NotifySIPCode = status, referCode, notifyCode
+			at := now
+			t.CompletedAt = &at
+		}
+		switch status {
+		case "in-progress":
+			if err := s.MarkTransferred(now); err != nil {
+				return "invalid_state", false
+			}
+			return "transferred", true
+		case "canceled":
+			s.Record(now, session.EventTransferFailed, describeRefer(status, referCode, notifyCode))
+			s.End("caller_hangup_during_transfer", now)
+			return "caller_hangup", true
+		}
+		s.Record(now, session.EventTransferFailed, describeRefer(status, referCode, notifyCode))
+		return "resume", true
+	})
+	switch {
+	case errors.Is(err, session.ErrNotFound):
+		log.Warn("refer status", zap.String("reason", "unknown_call"))
+		writeTwiML(w, Hangup())
+		return
+	case err != nil:
+		log.Error("refer status", zap.String("reason", reasonStoreDown), zap.Error(err))
+		http.Error(w, "session store unavailable", http.StatusInternalServerError)
+		return
+	}
+	log = log.With(zap.String("channel_id", s.ChannelID))
+	if outcome != "resume" {
+		log.Info("refer status", zap.String("reason", outcome))
+		writeTwiML(w, Hangup())
+		return
+	}
+	doc, err := h.connectStream(s, now)
+	if err != nil {
+		log.Error("refer status", zap.String("reason", "stream_token"), zap.Error(err))
+		writeTwiML(w, Hangup())
+		return
+	}
+	log.Info("refer status", zap.String("reason", "transfer_failed_resume"))
+	writeTwiML(w, doc)
+}
+
+// describeRefer is the timeline detail of a failed refer, e.g. "busy (REFER 202, NOTIFY 486)".
+func describeRefer(status, referCode, notifyCode string) string {
+	d := status + " (REFER " + orDash(referCode)
+	if notifyCode != "" {
+		d += ", NOTIFY " + notifyCode
+	}
+	return d + ")"
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
