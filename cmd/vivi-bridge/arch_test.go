@@ -15,12 +15,13 @@ func TestDependencyDirection(t *testing.T) {
 	allowed := map[string][]string{
 		"session":                      {},
 		"twiml":                        {"session"},
-		"bridge/realtime":              {},
-		"bridge":                       {"session", "bridge/realtime"},
+		"bridge/realtime":              {"bridge/internal/jsonscan"},
+		"bridge":                       {"session", "bridge/realtime", "bridge/internal/jsonscan"},
 		"transfer":                     {"session"},
 		"channel":                      {"session"},
 		"store":                        {"session", "channel"},
 		"twiliotest":                   {},
+		"twiml/twimltest":              {},
 		"bridge/realtime/realtimetest": {},
 	}
 	for pkg, ok := range allowed {

@@ -33,15 +33,9 @@ func newLogger(c config, w io.Writer) (*zap.Logger, error) {
 	return zap.New(core), nil
 }
 
-// dataStore is everything cmd wires from a store; store.Memory and
-// store.Redis both provide it.
-type dataStore interface {
-	Ping(ctx context.Context) error
-}
-
 // openStore returns the Redis store when REDIS_URL or REDIS_ADDRS is set,
 // else the in-memory one. The returned close func releases the client.
-func openStore(ctx context.Context, c config) (dataStore, func(), error) {
+func openStore(ctx context.Context, c config) (storeAPI, func(), error) {
 	opts := store.Options{Prefix: c.RedisPrefix, Retention: c.SessionRetention}
 	var client redis.UniversalClient
 	switch {

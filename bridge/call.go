@@ -1,0 +1,306 @@
+package bridge
+
+import (
+	"context"
+	"encoding/json"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"go.uber.org/zap"
+
+	"github.com/vivi/bridge/session"
+)
+
+// Queue sizes. Every channel of a call is bounded; a full outgoing queue
+// means its socket is stuck, which ends the call (Twilio) or the model
+// connection (re-dialled), rather than buffering without bound.
+const (
+	inQueue     = 64   // reader -> loop, per socket
+	twilioQueue = 1024 // loop -> Twilio writer (media+mark pairs, clears)
+	modelQueue  = 1024 // loop -> model writer (10 s of held audio fits)
+	twilioLimit = 256 << 10
+)
+
+// phase is where a call is in its set-up.
+type phase int
+
+const (
+	awaitingStart phase = iota // websocket open, waiting for Twilio's start
+	settingUp                  // token verified; claim and look-ups running
+	live                       // accepted: the session is streaming
+)
+
+// outFrame is one queued write: buf holds one websocket message, or two when
+// split > 0 (buf[:split] then buf[split:]). The writer returns buf to the pool.
+type outFrame struct {
+	buf   *[]byte
+	split int
+}
+
+// call is one media stream. Fields below "owned by the loop" are touched only
+// by the run goroutine; the rest is set before the goroutines start.
+type call struct {
+	srv    *Server
+	cfg    *Config
+	ctx    context.Context // cancelled at teardown; parent of all I/O
+	cancel context.CancelFunc
+	done   chan struct{} // closed at teardown: writers close their sockets
+	stopCh chan struct{} // closed by Server.Shutdown when forced
+	stopMu sync.Once
+	wg     sync.WaitGroup // every goroutine of the call
+	tw     *websocket.Conn
+
+	twIn    chan twilioMsg
+	twOut   chan outFrame
+	twDone  chan error
+	modelIn chan modelMsg
+	results chan func() // work finished off the loop, run on the loop
+
+	frames  streamFrames  // set at start, before any model reader runs
+	markSeq atomic.Uint64 // mark names; advanced by the model reader
+
+	// Set by the loop before done is closed, read by the Twilio writer after.
+	closeCode int
+	closeText string
+
+	// owned by the loop
+	log        *zap.Logger
+	phase      phase
+	startedAt  time.Time
+	callSID    string
+	streamSID  string
+	claims     session.Claims
+	agent      Agent
+	from       string
+	transcript []session.Turn
+	note       string // told to the model once, at the first session.updated
+	accepted   bool
+	writer     *sessionWriter
+	model      *modelConn
+	gen        int
+	redials    int
+	greeted    bool
+	held       heldAudio
+	play       playout
+	dropItems  []string // interrupted items whose late audio is dropped
+	respActive bool
+	respWanted bool // a response.create waits for the active response to end
+	toolCalls  map[string]bool
+	hangup     hangupState
+	transfer   bool // a transfer request is in flight
+	endReason  string
+	rejected   string
+	anomalies  map[string]int
+	framesIn   int
+	framesOut  int
+}
+
+func newCall(s *Server, ws *websocket.Conn, remote string) *call {
+	ctx, cancel := context.WithCancel(s.cfg.BaseContext)
+	c := &call{
+		srv: s, cfg: &s.cfg, ctx: ctx, cancel: cancel, tw: ws,
+		done:      make(chan struct{}),
+		stopCh:    make(chan struct{}),
+		twIn:      make(chan twilioMsg, inQueue),
+		twOut:     make(chan outFrame, twilioQueue),
+		twDone:    make(chan error, 1),
+		modelIn:   make(chan modelMsg, inQueue),
+		results:   make(chan func()),
+		log:       s.log.With(zap.String("remote", remote)),
+		toolCalls: map[string]bool{},
+		anomalies: map[string]int{},
+		closeCode: websocket.CloseNormalClosure,
+	}
+	c.held.limit = int(s.cfg.HoldAudio / byteTime)
+	ws.SetReadLimit(twilioLimit)
+	return c
+}
+
+// stop ends the call with reason shutdown; safe from any goroutine.
+func (c *call) stop() { c.stopMu.Do(func() { close(c.stopCh) }) }
+
+func (c *call) now() time.Time { return c.cfg.Now() }
+
+// run is the call loop: it owns the call until it ends, then tears it down.
+func (c *call) run() {
+	c.startedAt = c.now()
+	c.wg.Add(2)
+	go c.readTwilio()
+	go c.writeTwilio()
+	startTimer := time.NewTimer(c.cfg.StartTimeout)
+	defer startTimer.Stop()
+	startC := startTimer.C
+	for c.endReason == "" {
+		if c.phase != awaitingStart {
+			startC = nil
+		}
+		select {
+		case <-c.ctx.Done():
+			c.end(ReasonShutdown)
+		case <-c.stopCh:
+			c.end(ReasonShutdown)
+		case m := <-c.twIn:
+			c.onTwilio(m)
+		case err := <-c.twDone:
+			c.onTwilioClosed(err)
+		case m := <-c.modelIn:
+			c.onModel(m)
+		case f := <-c.results:
+			f()
+		case <-startC:
+			c.reject(rejectNoStart, "media stream refused: no start message in time",
+				zap.Duration("timeout", c.cfg.StartTimeout))
+		case <-c.hangup.timerC():
+			c.hangupNow("goodbye wait timed out")
+		}
+	}
+	c.teardown()
+}
+
+// end ends the call with reason; the first reason wins.
+func (c *call) end(reason string) {
+	if c.endReason != "" {
+		return
+	}
+	if c.hangup.started && (reason == ReasonCallerHangup || reason == ReasonTwilioDisconnected) {
+		reason = ReasonAgentHangup // Twilio's stop is the effect of our hang-up
+	}
+	c.endReason = reason
+}
+
+// reject refuses a stream before it became a call: no session change, a
+// close frame with a policy-violation code, and one log line saying why.
+func (c *call) reject(label, msg string, fields ...zap.Field) {
+	if c.endReason != "" {
+		return
+	}
+	c.srv.metrics.rejected.WithLabelValues(label).Inc()
+	c.log.Warn(msg, fields...)
+	c.rejected = label
+	c.closeCode, c.closeText = websocket.ClosePolicyViolation, msg
+	c.endReason = "rejected"
+}
+
+// teardown closes both sockets, writes the end of the session once and
+// waits for every goroutine of the call.
+func (c *call) teardown() {
+	if c.endReason == ReasonModelDropped {
+		c.closeCode, c.closeText = websocket.CloseInternalServerErr, "model unavailable"
+	}
+	close(c.done) // the writers close their sockets; readers then return
+	c.cancel()    // in-flight dials, look-ups and requests
+	c.closeModel()
+	if c.writer != nil {
+		c.writer.finish(c.endMutation(c.endReason, c.now()))
+	}
+	c.wg.Wait()
+	c.hangup.stop()
+	for _, f := range c.held.drain() {
+		c.srv.pool.put(f.buf)
+	}
+	if !c.accepted {
+		c.log.Info("media stream closed", zap.String("outcome", c.endReason))
+		return
+	}
+	c.srv.metrics.ended.WithLabelValues(c.endReason).Inc()
+	c.log.Info("call ended", zap.String("reason", c.endReason),
+		zap.Duration("duration", c.now().Sub(c.startedAt)),
+		zap.Int("frames_in", c.framesIn), zap.Int("frames_out", c.framesOut),
+		zap.Int("redials", c.redials))
+}
+
+// endMutation ends the session with reason, except when the session is
+// being transferred (Twilio stops the stream to run the REFER: the refer
+// outcome decides) or when another stream has taken the call over.
+func (c *call) endMutation(reason string, now time.Time) mutation {
+	streamSID := c.streamSID
+	return func(s *session.Session) {
+		if s.StreamSID != "" && s.StreamSID != streamSID {
+			return
+		}
+		if s.State == session.Transferring && (reason == ReasonCallerHangup || reason == ReasonTwilioDisconnected) {
+			s.Record(now, session.EventStreamStopped, reason)
+			return
+		}
+		s.End(reason, now)
+	}
+}
+
+// record queues a timeline event.
+func (c *call) record(typ, detail string) {
+	if c.writer == nil {
+		return
+	}
+	now := c.now()
+	c.writer.push(func(s *session.Session) { s.Record(now, typ, detail) })
+}
+
+// anomaly logs odd input once in a while (the first few, then every
+// 1000th of a kind), so that a misbehaving peer cannot flood the logs.
+func (c *call) anomaly(kind, msg string, fields ...zap.Field) {
+	n := c.anomalies[kind] + 1
+	c.anomalies[kind] = n
+	if n <= 3 || n%1000 == 0 {
+		c.log.Warn(msg, append(fields, zap.Int("count", n))...)
+	}
+}
+
+// toTwilio queues a frame for Twilio; a full queue (Twilio not reading)
+// ends the call instead of buffering without bound.
+func (c *call) toTwilio(f outFrame) {
+	select {
+	case c.twOut <- f:
+	default:
+		c.srv.pool.put(f.buf)
+		if c.endReason == "" {
+			c.log.Warn("twilio is not reading (writer queue full): ending the call")
+			c.end(ReasonTwilioDisconnected)
+		}
+	}
+}
+
+// toModelJSON queues a typed client event for the current model connection.
+func (c *call) toModelJSON(v any) {
+	if c.model == nil {
+		return
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		c.log.Error("encode model event", zap.Error(err))
+		return
+	}
+	c.toModel(&b)
+}
+
+// toModel queues one client event; a full queue means the model socket is
+// stuck: it is dropped and re-dialled.
+func (c *call) toModel(b *[]byte) {
+	if c.model == nil {
+		c.srv.pool.put(b)
+		return
+	}
+	select {
+	case c.model.out <- outFrame{buf: b}:
+	default:
+		c.srv.pool.put(b)
+		c.log.Warn("model is not reading (writer queue full): reconnecting")
+		c.closeModel()
+		c.redial()
+	}
+}
+
+// async runs work off the loop and its result (a func) back on the loop.
+// work must honour ctx; the result is dropped if the call ended meanwhile.
+func (c *call) async(work func(ctx context.Context) func()) {
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		f := work(c.ctx)
+		select {
+		case c.results <- f:
+		case <-c.done:
+		}
+	}()
+}

@@ -1,0 +1,307 @@
+package bridge
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/vivi/bridge/bridge/realtime"
+	"github.com/vivi/bridge/session"
+)
+
+// Tool names offered to the model.
+const (
+	toolTransfer = "transfer_call"
+	toolEndCall  = "end_call"
+)
+
+// maxDropItems bounds the list of interrupted items whose late audio is dropped.
+const maxDropItems = 8
+
+// onSpeechStarted is the barge-in: when the agent's audio is still playing,
+// Twilio's buffer is cleared and the model's item is cut where the caller
+// stopped hearing it. Nothing is sent when nothing is playing.
+func (c *call) onSpeechStarted() {
+	cuts := c.play.interrupt(c.now())
+	if cuts == nil {
+		return
+	}
+	b := c.srv.pool.get()
+	*b = append(*b, c.frames.clear...)
+	c.toTwilio(outFrame{buf: b})
+	for _, cut := range cuts {
+		c.toModelJSON(realtime.Truncate(cut.item, cut.audioEndMs))
+		if !slices.Contains(c.dropItems, cut.item) {
+			c.dropItems = append(c.dropItems, cut.item)
+		}
+	}
+	if n := len(c.dropItems); n > maxDropItems {
+		c.dropItems = slices.Delete(c.dropItems, 0, n-maxDropItems)
+	}
+	c.srv.metrics.bargeIns.Inc()
+	c.record(session.EventBargeIn, fmt.Sprintf("audio_end_ms=%d item=%s", cuts[0].audioEndMs, cuts[0].item))
+	c.log.Info("barge-in", zap.String("item", cuts[0].item), zap.Int("audio_end_ms", cuts[0].audioEndMs))
+	c.checkHangup()
+}
+
+func (c *call) onResponseDone() {
+	c.respActive = false
+	if c.respWanted {
+		c.respWanted = false
+		c.toModelJSON(realtime.CreateResponse(""))
+	}
+	if c.hangup.pending && !c.hangup.afterDone {
+		c.hangup.afterDone = true
+		c.hangup.reset(c.cfg.HangupWait)
+		c.checkHangup()
+	}
+}
+
+// requestResponse asks the model to speak, after the active response if any
+// (a second response.create would be refused).
+func (c *call) requestResponse() {
+	if c.respActive {
+		c.respWanted = true
+		return
+	}
+	c.toModelJSON(realtime.CreateResponse(""))
+}
+
+// onToolCall acts once per call_id, whichever of function_call_arguments.done
+// and output_item.done brings it first.
+func (c *call) onToolCall(callID, name, args string) {
+	if callID == "" {
+		c.anomaly("tool_call_id", "model tool call without call_id ignored", zap.String("tool", clip(name, 40)))
+		return
+	}
+	if c.toolCalls[callID] {
+		return
+	}
+	c.toolCalls[callID] = true
+	c.record(session.EventToolCall, clip(name+" "+args, 500))
+	c.log.Info("tool call", zap.String("tool", clip(name, 40)))
+	switch name {
+	case toolEndCall:
+		c.toModelJSON(realtime.FunctionOutput(callID, `{"ok":true}`))
+		c.startHangup()
+	case toolTransfer:
+		var a struct {
+			Destination string `json:"destination"`
+		}
+		_ = json.Unmarshal([]byte(args), &a)
+		d, ok := c.agent.Destination(a.Destination)
+		if !ok {
+			c.log.Info("transfer_call to an unknown destination refused", zap.String("destination", clip(a.Destination, 80)))
+			c.toolOutput(callID, `{"ok":false,"error":"unknown destination"}`)
+			return
+		}
+		c.startTransfer(d, ViaTool, callID)
+	default:
+		c.toolOutput(callID, `{"ok":false,"error":"unknown tool"}`)
+	}
+}
+
+// toolOutput answers a tool call and lets the model speak about it.
+func (c *call) toolOutput(callID, output string) {
+	c.toModelJSON(realtime.FunctionOutput(callID, output))
+	c.requestResponse()
+}
+
+// startTransfer runs the Transferer off the loop. callID is the tool call
+// to answer, or "" for a DTMF transfer.
+func (c *call) startTransfer(d Destination, via, callID string) {
+	if c.srv.deps.Transfers == nil {
+		c.log.Info("transfer requested (transfers not enabled)", zap.String("destination", d.Name), zap.String("via", via))
+		if callID != "" {
+			c.toolOutput(callID, `{"ok":false,"error":"transfers are not available"}`)
+		}
+		return
+	}
+	if c.transfer {
+		c.log.Info("transfer requested while another is in flight; refused", zap.String("destination", d.Name))
+		if callID != "" {
+			c.toolOutput(callID, `{"ok":false,"error":"a transfer is already in progress"}`)
+		}
+		return
+	}
+	c.transfer = true
+	req := TransferRequest{CallSID: c.callSID, ChannelID: c.claims.ChannelID, AgentID: c.claims.AgentID, Destination: d, Via: via}
+	c.log.Info("transfer requested", zap.String("destination", d.Name), zap.String("via", via))
+	timeout := c.cfg.StoreTimeout
+	c.async(func(ctx context.Context) func() {
+		// Not cancelled with the call: Twilio stops the stream as a
+		// result of the transfer, possibly before the request returns.
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
+		defer cancel()
+		err := c.srv.deps.Transfers.Transfer(ctx, req)
+		return func() { c.onTransferDone(req, callID, err) }
+	})
+}
+
+func (c *call) onTransferDone(req TransferRequest, callID string, err error) {
+	c.transfer = false
+	if err != nil {
+		c.log.Warn("transfer failed", zap.String("destination", req.Destination.Name), zap.Error(err))
+		if callID != "" {
+			c.toolOutput(callID, `{"ok":false,"error":"transfer failed"}`)
+		} else if c.model != nil {
+			c.toModelJSON(realtime.Message("system", "The transfer to "+req.Destination.Name+" failed. Tell the caller and offer another option."))
+			c.requestResponse()
+		}
+		return
+	}
+	c.log.Info("transfer under way", zap.String("destination", req.Destination.Name))
+	if callID != "" {
+		c.toModelJSON(realtime.FunctionOutput(callID, `{"ok":true,"status":"transferring"}`))
+	}
+}
+
+// onDigit transfers on a bound digit; any other digit is told to the model.
+func (c *call) onDigit(d string) {
+	if len(d) != 1 || !strings.Contains("0123456789*#ABCD", d) {
+		c.anomaly("dtmf", "invalid dtmf digit ignored", zap.String("digit", clip(d, 8)))
+		return
+	}
+	if c.phase != live {
+		c.anomaly("early_dtmf", "dtmf before the call was accepted; ignored")
+		return
+	}
+	c.log.Debug("dtmf", zap.String("digit", d))
+	if name, ok := c.agent.DTMF[d]; ok {
+		c.record(session.EventDigit, d+" -> "+name)
+		if dest, ok := c.agent.Destination(name); ok {
+			c.startTransfer(dest, ViaDTMF, "")
+			return
+		}
+		c.log.Warn("dtmf digit bound to an unknown destination; told to the model instead", zap.String("destination", name))
+	} else {
+		c.record(session.EventDigit, d)
+	}
+	if c.model == nil {
+		c.anomaly("dtmf_no_model", "dtmf while the model is reconnecting; not told to the model")
+		return
+	}
+	c.toModelJSON(realtime.Message("user", "The caller pressed "+d+"."))
+	c.requestResponse()
+}
+
+// onModelError sorts error events: known races are benign, an expired
+// session is re-dialled, anything else is logged and recorded.
+func (c *call) onModelError(e *realtime.Error) {
+	if e == nil {
+		c.anomaly("model_error", "model error event without error object")
+		return
+	}
+	switch {
+	case e.Code == realtime.CodeActiveResponse, e.Code == realtime.CodeCancelNotActive,
+		strings.Contains(e.Message, "already shorter"):
+		c.log.Debug("benign model race", zap.String("code", e.Code), zap.String("message", clip(e.Message, 200)))
+	case e.Code == realtime.CodeSessionExpired:
+		c.log.Info("model session expired: re-dialling")
+		c.record(session.EventModelError, realtime.CodeSessionExpired)
+		c.closeModel()
+		if !c.hangup.pending {
+			c.redial()
+		}
+	default:
+		c.log.Warn("model error", zap.String("code", e.Code), zap.String("type", e.Type), zap.String("message", clip(e.Message, 300)))
+		c.record(session.EventModelError, clip(e.Code+": "+e.Message, 500))
+	}
+}
+
+// addTurn keeps a transcript turn for re-seeding and records it.
+func (c *call) addTurn(role, text string) {
+	text = strings.TrimSpace(text)
+	if text == "" || c.writer == nil {
+		return
+	}
+	now := c.now()
+	c.transcript = append(c.transcript, session.Turn{At: now, Role: role, Text: text})
+	if n := len(c.transcript); n > session.MaxTranscriptTurns {
+		c.transcript = slices.Delete(c.transcript, 0, n-session.MaxTranscriptTurns)
+	}
+	c.writer.push(func(s *session.Session) { s.AddTurn(now, role, text) })
+}
+
+// hangupState is end_call's wait for the goodbye to finish playing.
+type hangupState struct {
+	pending   bool // end_call received
+	afterDone bool // the response that carried it is done
+	started   bool // the hang-up is under way
+	timer     *time.Timer
+}
+
+func (h *hangupState) reset(d time.Duration) {
+	if h.timer == nil {
+		h.timer = time.NewTimer(d)
+		return
+	}
+	h.timer.Reset(d)
+}
+
+func (h *hangupState) timerC() <-chan time.Time {
+	if h.timer == nil || h.started {
+		return nil
+	}
+	return h.timer.C
+}
+
+func (h *hangupState) stop() {
+	if h.timer != nil {
+		h.timer.Stop()
+	}
+}
+
+// startHangup waits for the goodbye: the response done (bounded by twice
+// HangupWait), then its last mark echoed (bounded by HangupWait).
+func (c *call) startHangup() {
+	if c.hangup.pending {
+		return
+	}
+	c.hangup.pending = true
+	c.hangup.reset(2 * c.cfg.HangupWait)
+	if !c.respActive {
+		c.hangup.afterDone = true
+		c.hangup.reset(c.cfg.HangupWait)
+		c.checkHangup()
+	}
+}
+
+func (c *call) checkHangup() {
+	if c.hangup.pending && c.hangup.afterDone && !c.hangup.started && c.play.idle() {
+		c.hangupNow("goodbye played")
+	}
+}
+
+// hangupNow ends the call through Twilio's REST API, then closes the stream.
+func (c *call) hangupNow(why string) {
+	if c.hangup.started {
+		return
+	}
+	c.hangup.started = true
+	c.hangup.stop()
+	c.log.Info("hanging up (end_call)", zap.String("why", why))
+	calls := c.srv.deps.Calls
+	if calls == nil {
+		c.log.Warn("end_call: no call control configured; closing the stream only")
+		c.end(ReasonAgentHangup)
+		return
+	}
+	callSID, timeout := c.callSID, c.cfg.StoreTimeout
+	c.async(func(ctx context.Context) func() {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
+		defer cancel()
+		err := calls.Hangup(ctx, callSID)
+		return func() {
+			if err != nil {
+				c.log.Warn("hang-up request failed; closing the stream", zap.Error(err))
+			}
+			c.end(ReasonAgentHangup)
+		}
+	})
+}

@@ -1,0 +1,332 @@
+package bridge
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"slices"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"go.uber.org/zap"
+
+	"github.com/vivi/bridge/bridge/internal/jsonscan"
+	"github.com/vivi/bridge/bridge/realtime"
+	"github.com/vivi/bridge/session"
+)
+
+// modelConn is one realtime connection of a call; a re-dial makes a new one
+// with the next generation number, and messages of older ones are ignored.
+type modelConn struct {
+	gen   int
+	conn  *realtime.Conn
+	out   chan outFrame // loop -> writer
+	quit  chan struct{} // closed by the loop to drop this connection
+	ready bool          // session.updated seen; owned by the loop
+}
+
+// modelMsg is what a model reader hands the loop: audio ready for Twilio,
+// a decoded event, the end of the connection, or something unreadable.
+type modelMsg struct {
+	gen   int
+	buf   *[]byte // audio: Twilio media + mark messages
+	split int
+	seq   uint64
+	item  string
+	audio int
+	ev    *realtime.ServerEvent
+	err   error
+	bad   string
+}
+
+func (c *call) modelName() string {
+	if c.agent.Model != "" {
+		return c.agent.Model
+	}
+	return c.cfg.RealtimeModel
+}
+
+// dialModel dials the model off the loop; onDialed gets the result.
+func (c *call) dialModel() {
+	c.gen++
+	gen := c.gen
+	cfg := realtime.Config{
+		URL: c.cfg.RealtimeURL, APIKey: c.cfg.APIKey, Model: c.modelName(),
+		Dialer: c.cfg.RealtimeDialer, WriteTimeout: c.cfg.WriteTimeout,
+		IdleTimeout: 3 * c.cfg.PingInterval,
+	}
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		ctx, cancel := context.WithTimeout(c.ctx, c.cfg.DialTimeout)
+		conn, err := realtime.Dial(ctx, cfg)
+		cancel()
+		select {
+		case c.results <- func() { c.onDialed(gen, conn, err) }:
+		case <-c.done:
+			if conn != nil {
+				_ = conn.Close()
+			}
+		}
+	}()
+}
+
+func (c *call) onDialed(gen int, conn *realtime.Conn, err error) {
+	if gen != c.gen {
+		if conn != nil {
+			_ = conn.Close()
+		}
+		return
+	}
+	if err != nil {
+		c.log.Warn("model dial failed: ending the call", zap.Int("redials", c.redials), zap.Error(err))
+		c.record(session.EventModelError, "dial failed: "+clip(err.Error(), 300))
+		c.end(ReasonModelDropped)
+		return
+	}
+	mc := &modelConn{gen: gen, conn: conn, out: make(chan outFrame, modelQueue), quit: make(chan struct{})}
+	c.model = mc
+	c.wg.Add(2)
+	go c.readModel(mc)
+	go c.writeModel(mc)
+	typ := session.EventModelConnected
+	if c.greeted {
+		typ = session.EventModelReconnect
+	}
+	c.record(typ, c.modelName())
+	c.log.Info("model connected", zap.String("model", c.modelName()), zap.Int("redials", c.redials))
+	c.toModelJSON(sessionUpdate(c.agent, c.from, c.cfg.TranscriptionModel))
+}
+
+// closeModel drops the current model connection (its writer closes it).
+func (c *call) closeModel() {
+	if c.model != nil {
+		close(c.model.quit)
+		c.model = nil
+	}
+	c.respActive, c.respWanted = false, false
+}
+
+// redial replaces a lost model connection, at most MaxRedials times a call.
+func (c *call) redial() {
+	if c.endReason != "" {
+		return
+	}
+	if c.redials >= c.cfg.MaxRedials {
+		c.log.Warn("model connection lost and the re-dial limit is reached: ending the call", zap.Int("redials", c.redials))
+		c.end(ReasonModelDropped)
+		return
+	}
+	c.redials++
+	c.srv.metrics.redials.Inc()
+	c.log.Info("re-dialling the model", zap.Int("attempt", c.redials))
+	c.dialModel()
+}
+
+// readModel is a model socket's only reader.
+func (c *call) readModel(mc *modelConn) {
+	defer c.wg.Done()
+	var buf, lastItem []byte
+	var item string
+	for {
+		msg, err := mc.conn.Read(buf)
+		buf = msg
+		var m modelMsg
+		switch {
+		case errors.Is(err, realtime.ErrBinaryMessage):
+			m = modelMsg{bad: "binary frame"}
+		case err != nil:
+			m = modelMsg{err: err}
+		default:
+			m = c.parseModel(msg, &lastItem, &item)
+		}
+		m.gen = mc.gen
+		select {
+		case c.modelIn <- m:
+		case <-c.done:
+			c.srv.pool.put(m.buf)
+			return
+		}
+		if m.err != nil {
+			return
+		}
+	}
+}
+
+// parseModel turns an audio delta into Twilio's media and mark messages on
+// the fast path; anything else is decoded. The item id string is made only
+// when it changes (lastItem, item), not per delta.
+func (c *call) parseModel(msg []byte, lastItem *[]byte, item *string) modelMsg {
+	fb := c.srv.pool.get()
+	out, split, seq, id, n, ok := c.frames.modelToTwilio(*fb, msg, &c.markSeq)
+	if ok {
+		*fb = out
+		if !bytes.Equal(id, *lastItem) || *item == "" {
+			*lastItem = append((*lastItem)[:0], id...)
+			*item = string(id)
+		}
+		return modelMsg{buf: fb, split: split, seq: seq, item: *item, audio: n}
+	}
+	ev, err := realtime.ParseEvent(msg)
+	if err != nil {
+		c.srv.pool.put(fb)
+		return modelMsg{bad: "malformed event"}
+	}
+	if ev.Type != realtime.TypeAudioDelta {
+		c.srv.pool.put(fb)
+		return modelMsg{ev: ev}
+	}
+	// An audio delta the fast path declined (escaped characters).
+	d := []byte(ev.Delta)
+	n, valid := jsonscan.Base64(d)
+	if !valid || ev.ItemID == "" {
+		c.srv.pool.put(fb)
+		return modelMsg{bad: "audio delta is not base64"}
+	}
+	*fb = c.frames.appendMedia((*fb)[:0], d)
+	split = len(*fb)
+	seq = c.markSeq.Add(1)
+	*fb = c.frames.appendMark(*fb, seq)
+	return modelMsg{buf: fb, split: split, seq: seq, item: ev.ItemID, audio: n}
+}
+
+// writeModel is a model socket's only writer; it pings, and closes the
+// socket when the connection is dropped or the call ends.
+func (c *call) writeModel(mc *modelConn) {
+	defer c.wg.Done()
+	defer func() { _ = mc.conn.Close() }()
+	ping := time.NewTicker(c.cfg.PingInterval)
+	defer ping.Stop()
+	for {
+		select {
+		case <-c.done:
+			return
+		case <-mc.quit:
+			return
+		case f := <-mc.out:
+			err := mc.conn.Write(*f.buf)
+			c.srv.pool.put(f.buf)
+			if err != nil {
+				return // the reader fails next and the loop re-dials
+			}
+		case <-ping.C:
+			if err := mc.conn.Ping(); err != nil {
+				return
+			}
+		}
+	}
+}
+
+// onModel handles one message of a model reader on the loop.
+func (c *call) onModel(m modelMsg) {
+	if c.model == nil || m.gen != c.model.gen {
+		c.srv.pool.put(m.buf) // from a connection already dropped
+		return
+	}
+	switch {
+	case m.err != nil:
+		c.onModelClosed(m.err)
+	case m.buf != nil:
+		c.onModelAudio(m)
+	case m.ev != nil:
+		c.onModelEvent(m.ev)
+	default:
+		c.anomaly("model_"+m.bad, "unreadable model event ignored", zap.String("what", m.bad))
+	}
+}
+
+func (c *call) onModelClosed(err error) {
+	var ce *websocket.CloseError
+	detail := "connection lost"
+	if errors.As(err, &ce) {
+		detail = "connection closed"
+		c.log.Info("model closed the connection", zap.Int("code", ce.Code), zap.String("text", clip(ce.Text, 200)))
+	} else {
+		c.log.Warn("model connection lost", zap.Error(err))
+	}
+	c.record(session.EventModelError, detail)
+	c.closeModel()
+	if c.hangup.pending {
+		return // the goodbye is out; the hang-up goes on without a model
+	}
+	c.redial()
+}
+
+// onModelAudio relays one chunk of the agent's audio to Twilio.
+func (c *call) onModelAudio(m modelMsg) {
+	if slices.Contains(c.dropItems, m.item) {
+		c.srv.pool.put(m.buf) // late audio of an item the caller interrupted
+		return
+	}
+	c.play.sent(m.item, m.audio, m.seq, c.now())
+	c.framesOut++
+	c.srv.metrics.framesOut.Inc()
+	c.toTwilio(outFrame{buf: m.buf, split: m.split})
+}
+
+// onModelEvent handles the decoded (non-audio) model events.
+func (c *call) onModelEvent(ev *realtime.ServerEvent) {
+	switch ev.Type {
+	case realtime.TypeSessionUpdated:
+		c.onSessionUpdated()
+	case realtime.TypeSpeechStarted:
+		c.onSpeechStarted()
+	case realtime.TypeResponseCreated:
+		c.respActive = true
+	case realtime.TypeResponseDone:
+		c.onResponseDone()
+	case realtime.TypeFunctionCallArgumentsDone:
+		c.onToolCall(ev.CallID, ev.Name, ev.Arguments)
+	case realtime.TypeOutputItemDone:
+		if it := ev.Item; it != nil && it.Type == "function_call" {
+			c.onToolCall(it.CallID, it.Name, it.Arguments)
+		}
+	case realtime.TypeAudioTranscriptDone:
+		c.addTurn(session.RoleAgent, ev.Transcript)
+	case realtime.TypeInputTranscriptionCompleted:
+		c.addTurn(session.RoleCaller, ev.Transcript)
+	case realtime.TypeError:
+		c.onModelError(ev.Error)
+	default:
+		c.log.Debug("model event", zap.String("type", ev.Type))
+	}
+}
+
+// onSessionUpdated starts the conversation on a new connection: the
+// transcript so far (and a note) if any, the caller audio held meanwhile,
+// then a response: the greeting on a fresh call, a continuation otherwise.
+func (c *call) onSessionUpdated() {
+	mc := c.model
+	if mc.ready {
+		return
+	}
+	mc.ready = true
+	first := !c.greeted
+	c.greeted = true
+	note := ""
+	if first {
+		note = c.note
+	}
+	items := seedItems(c.transcript, note)
+	for _, it := range items {
+		c.toModelJSON(it)
+	}
+	c.flushHeld()
+	if first && len(items) == 0 {
+		c.toModelJSON(realtime.CreateResponse(greetingInstructions(c.agent, c.from)))
+		return
+	}
+	c.toModelJSON(realtime.CreateResponse(""))
+}
+
+// flushHeld sends the caller audio held while the model was not ready.
+func (c *call) flushHeld() {
+	if c.held.dropped > 0 {
+		c.log.Warn("caller audio held too long while the model was not ready: oldest dropped",
+			zap.Int("dropped_frames", c.held.dropped), zap.Int("dropped_ms", c.held.droppedBytes/bytesPerMs))
+		c.held.dropped, c.held.droppedBytes = 0, 0
+	}
+	for _, f := range c.held.drain() {
+		c.toModel(f.buf)
+	}
+}

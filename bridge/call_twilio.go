@@ -1,0 +1,244 @@
+package bridge
+
+import (
+	"errors"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"go.uber.org/zap"
+
+	"github.com/vivi/bridge/bridge/internal/jsonscan"
+	"github.com/vivi/bridge/bridge/realtime"
+)
+
+// twKind is the kind of an inbound Twilio message.
+type twKind uint8
+
+const (
+	twMedia twKind = iota
+	twMark
+	twDTMF
+	twStart
+	twStop
+	twConnected
+	twBinary
+	twMalformed
+	twUnknown
+	twBadPayload
+)
+
+// twilioMsg is what the Twilio reader hands the loop.
+type twilioMsg struct {
+	kind      twKind
+	buf       *[]byte // twMedia: the model's append event, ready to send
+	audio     int     // twMedia: audio bytes
+	seq       uint64  // twMark: our mark number
+	markOK    bool    // twMark: the name was one of ours
+	text      string  // twDTMF: digit; twUnknown: event; twMalformed: error
+	start     *twilioStart
+	streamSID string
+}
+
+// readTwilio is the Twilio socket's only reader. It does the per-frame work
+// (media becomes a ready-made model event) so that the loop only routes.
+func (c *call) readTwilio() {
+	defer c.wg.Done()
+	var buf []byte
+	var refreshed time.Time
+	for {
+		// Twilio sends media every 20 ms: silence means the socket is dead.
+		// The deadline moves at most once a second, not per frame.
+		if now := time.Now(); now.Sub(refreshed) >= time.Second {
+			refreshed = now
+			_ = c.tw.SetReadDeadline(now.Add(c.cfg.TwilioIdleTimeout))
+		}
+		typ, r, err := c.tw.NextReader()
+		if err == nil {
+			buf, err = realtime.ReadAll(buf[:0], r)
+		}
+		if err != nil {
+			select {
+			case c.twDone <- err:
+			case <-c.done:
+			}
+			return
+		}
+		m := c.parseTwilio(typ, buf)
+		select {
+		case c.twIn <- m:
+		case <-c.done:
+			c.srv.pool.put(m.buf)
+			return
+		}
+	}
+}
+
+// parseTwilio classifies one inbound message: the fast path for media and
+// marks, encoding/json for the rest.
+func (c *call) parseTwilio(typ int, b []byte) twilioMsg {
+	if typ != websocket.TextMessage {
+		return twilioMsg{kind: twBinary}
+	}
+	fb := c.srv.pool.get()
+	out, f, n, ok := twilioToModel(*fb, b)
+	if ok {
+		*fb = out
+		return twilioMsg{kind: twMedia, buf: fb, audio: n}
+	}
+	var full *twilioMessage
+	if f.event == nil {
+		var err error
+		if f, full, err = decodeTwilio(b); err != nil {
+			c.srv.pool.put(fb)
+			return twilioMsg{kind: twMalformed, text: clip(err.Error(), 120)}
+		}
+	}
+	switch string(f.event) {
+	case "media":
+		if n, ok := jsonscan.Base64(f.payload); ok {
+			*fb = realtime.AppendInputAudio((*fb)[:0], f.payload)
+			return twilioMsg{kind: twMedia, buf: fb, audio: n}
+		}
+		c.srv.pool.put(fb)
+		return twilioMsg{kind: twBadPayload}
+	}
+	c.srv.pool.put(fb)
+	switch string(f.event) {
+	case "mark":
+		seq, ok := parseMark(f.mark)
+		return twilioMsg{kind: twMark, seq: seq, markOK: ok}
+	case "dtmf":
+		return twilioMsg{kind: twDTMF, text: string(f.digit)}
+	case "start":
+		if full == nil {
+			var err error
+			if _, full, err = decodeTwilio(b); err != nil {
+				return twilioMsg{kind: twMalformed, text: clip(err.Error(), 120)}
+			}
+		}
+		if full.Start == nil {
+			return twilioMsg{kind: twMalformed, text: "start message without start object"}
+		}
+		return twilioMsg{kind: twStart, start: full.Start, streamSID: full.StreamSID}
+	case "stop":
+		return twilioMsg{kind: twStop}
+	case "connected":
+		return twilioMsg{kind: twConnected}
+	}
+	return twilioMsg{kind: twUnknown, text: clip(string(f.event), 40)}
+}
+
+// writeTwilio is the Twilio socket's only writer. When the call ends it
+// sends the close frame and closes the socket, which ends the reader.
+func (c *call) writeTwilio() {
+	defer c.wg.Done()
+	defer func() {
+		msg := websocket.FormatCloseMessage(c.closeCode, c.closeText)
+		_ = c.tw.WriteControl(websocket.CloseMessage, msg, time.Now().Add(time.Second))
+		_ = c.tw.Close()
+	}()
+	for {
+		select {
+		case <-c.done:
+			return
+		case f := <-c.twOut:
+			err := c.writeTwilioFrame(f)
+			c.srv.pool.put(f.buf)
+			if err != nil {
+				// The reader fails next and reports it to the loop. (c.log
+				// belongs to the loop: not used here.)
+				c.srv.log.Debug("twilio write failed", zap.Error(err))
+				return
+			}
+		}
+	}
+}
+
+func (c *call) writeTwilioFrame(f outFrame) error {
+	b := *f.buf
+	if err := c.tw.SetWriteDeadline(time.Now().Add(c.cfg.WriteTimeout)); err != nil {
+		return err
+	}
+	if f.split > 0 {
+		if err := c.tw.WriteMessage(websocket.TextMessage, b[:f.split]); err != nil {
+			return err
+		}
+		b = b[f.split:]
+	}
+	return c.tw.WriteMessage(websocket.TextMessage, b)
+}
+
+// onTwilio handles one inbound Twilio message on the loop.
+func (c *call) onTwilio(m twilioMsg) {
+	switch m.kind {
+	case twMedia:
+		c.onCallerAudio(m)
+	case twMark:
+		if !m.markOK {
+			c.anomaly("mark", "twilio echoed a mark that is not ours; ignored")
+			return
+		}
+		c.play.echo(m.seq, c.now())
+		c.checkHangup()
+	case twDTMF:
+		c.onDigit(m.text)
+	case twStart:
+		c.onStart(m)
+	case twStop:
+		c.log.Info("twilio stopped the stream")
+		c.end(ReasonCallerHangup)
+	case twConnected:
+		c.log.Debug("twilio connected")
+	case twBinary:
+		c.anomaly("binary", "twilio sent a binary websocket frame; ignored")
+	case twMalformed:
+		c.anomaly("malformed", "malformed twilio message ignored", zap.String("error", m.text))
+	case twUnknown:
+		c.anomaly("unknown", "unknown twilio event ignored", zap.String("event", m.text))
+	case twBadPayload:
+		c.anomaly("payload", "twilio media payload is not base64; frame dropped")
+	}
+}
+
+// onCallerAudio forwards caller audio, or holds it while the model is not
+// ready (set-up, dial, session.update, re-dial).
+func (c *call) onCallerAudio(m twilioMsg) {
+	if c.phase == awaitingStart {
+		c.srv.pool.put(m.buf)
+		c.anomaly("early_media", "twilio media before start; dropped")
+		return
+	}
+	c.framesIn++
+	c.srv.metrics.framesIn.Inc()
+	if c.model != nil && c.model.ready {
+		c.toModel(m.buf)
+		return
+	}
+	c.held.push(heldFrame{buf: m.buf, audio: m.audio}, c.srv.pool.put)
+}
+
+// onTwilioClosed handles the end of the Twilio socket.
+func (c *call) onTwilioClosed(err error) {
+	if !c.accepted {
+		if c.endReason == "" {
+			c.log.Info("twilio closed the media stream before it was accepted", zap.Error(err))
+			c.endReason = "closed_early"
+		}
+		return
+	}
+	var ce *websocket.CloseError
+	if errors.As(err, &ce) {
+		c.log.Info("twilio closed the websocket without stop", zap.Int("code", ce.Code), zap.String("text", ce.Text))
+	} else {
+		c.log.Info("twilio websocket dropped without stop", zap.Error(err))
+	}
+	c.end(ReasonTwilioDisconnected)
+}
+
+// clip bounds a string from outside before it is logged.
+func clip(s string, n int) string {
+	if len(s) > n {
+		s = s[:n]
+	}
+	return s
+}

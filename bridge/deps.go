@@ -1,0 +1,125 @@
+// Package bridge is the Twilio Media Streams websocket server and the
+// per-call relay between a Twilio call and the OpenAI realtime model.
+//
+// One call is owned by one loop goroutine (call.run): it holds the call's
+// state, is the only writer of the session record (through a per-call
+// session writer) and the only one that starts a transfer or a hang-up. Each
+// websocket has exactly one reader and one writer goroutine; they talk to the
+// loop over bounded channels. The first fatal error ends the loop, which
+// cancels the call's context and closes both sockets.
+//
+// The package imports only session and outside libraries; the small
+// interfaces below are implemented elsewhere (store, channel, twiml,
+// transfer) and wired together by cmd.
+package bridge
+
+import (
+	"context"
+	"net/http"
+	"time"
+
+	"github.com/vivi/bridge/session"
+)
+
+// Sessions loads and updates call sessions (the store implements it).
+type Sessions interface {
+	Session(ctx context.Context, callSID string) (*session.Session, error)
+	UpdateSession(ctx context.Context, callSID string, fn func(*session.Session) error) (*session.Session, error)
+}
+
+// Tokens verifies stream tokens (session.Tokens implements it).
+type Tokens interface {
+	Verify(token, callSID string, now time.Time) (session.Claims, error)
+}
+
+// TokenClaimer records the use of a stream token so that it is accepted
+// once: ClaimToken returns true the first time for an id, false after.
+type TokenClaimer interface {
+	ClaimToken(ctx context.Context, id string, ttl time.Duration) (bool, error)
+}
+
+// HandshakeValidator checks the X-Twilio-Signature of the websocket
+// handshake (the twiml package's validator implements it).
+type HandshakeValidator interface {
+	ValidateStream(r *http.Request) bool
+}
+
+// Agents returns the agent that answers a call of a channel.
+type Agents interface {
+	CallAgent(ctx context.Context, channelID, agentID string) (Agent, error)
+}
+
+// CallControl ends live calls (Twilio REST UpdateCall Status=completed).
+type CallControl interface {
+	Hangup(ctx context.Context, callSID string) error
+}
+
+// Transferer hands a live call back to the customer's PBX.
+type Transferer interface {
+	Transfer(ctx context.Context, req TransferRequest) error
+}
+
+// Agent is what a call needs to know of its agent.
+type Agent struct {
+	ID           string
+	Instructions string
+	// Greeting is what the agent says first; empty lets the model greet
+	// from its instructions.
+	Greeting string
+	Voice    string
+	// Model overrides the server's default realtime model.
+	Model         string
+	TurnDetection TurnDetection
+	Destinations  []Destination
+	// DTMF binds a digit ("0"-"9", "*", "#") to a destination name.
+	DTMF map[string]string
+}
+
+// TurnDetection tunes the model's server VAD; zero fields keep its defaults.
+type TurnDetection struct {
+	Threshold       float64
+	SilenceMs       int
+	PrefixPaddingMs int
+}
+
+// Destination is a transfer target the model chooses by name.
+type Destination struct {
+	Name    string
+	Number  string
+	Trigger string
+}
+
+// Destination returns the agent's destination called name.
+func (a *Agent) Destination(name string) (Destination, bool) {
+	for _, d := range a.Destinations {
+		if d.Name == name {
+			return d, true
+		}
+	}
+	return Destination{}, false
+}
+
+// How a transfer was asked for (session.Transfer.Via).
+const (
+	ViaTool = "tool"
+	ViaDTMF = "dtmf"
+)
+
+// TransferRequest asks to transfer a live call to one of its agent's
+// destinations.
+type TransferRequest struct {
+	CallSID     string
+	ChannelID   string
+	AgentID     string
+	Destination Destination
+	Via         string // ViaTool or ViaDTMF
+}
+
+// End reasons recorded on the session (session.Session.EndReason).
+const (
+	ReasonCallerHangup       = "caller_hangup"
+	ReasonTwilioDisconnected = "twilio_disconnected"
+	ReasonModelDropped       = "model_dropped"
+	ReasonAgentHangup        = "agent_hangup"
+	ReasonShutdown           = "shutdown"
+)

@@ -1,0 +1,153 @@
+package bridge
+
+import (
+	"encoding/json"
+	"strings"
+
+	"github.com/vivi/bridge/bridge/realtime"
+	"github.com/vivi/bridge/session"
+)
+
+// seedBudget bounds the transcript text re-seeded into a new model
+// connection (the model's context is ~28k tokens of input): the most recent
+// turns that fit are kept.
+const seedBudget = 16000
+
+// sessionUpdate is the session.update that configures the model for agent:
+// μ-law both ways (no transcoding), server VAD, caller transcription, and
+// the tools the agent may use.
+func sessionUpdate(agent Agent, from, transcriptionModel string) realtime.SessionUpdate {
+	td := &realtime.TurnDetection{
+		Type:              realtime.TurnDetectionServerVAD,
+		Threshold:         agent.TurnDetection.Threshold,
+		PrefixPaddingMs:   agent.TurnDetection.PrefixPaddingMs,
+		SilenceDurationMs: agent.TurnDetection.SilenceMs,
+		CreateResponse:    true,
+		InterruptResponse: true,
+	}
+	return realtime.SessionUpdate{
+		Type: realtime.TypeSessionUpdate,
+		Session: realtime.Session{
+			Type:             realtime.SessionTypeRealtime,
+			Instructions:     instructions(agent, from),
+			OutputModalities: []string{"audio"},
+			Audio: &realtime.SessionAudio{
+				Input: realtime.AudioInput{
+					Format:        realtime.AudioFormat{Type: realtime.FormatPCMU},
+					Transcription: &realtime.Transcription{Model: transcriptionModel},
+					TurnDetection: td,
+				},
+				Output: realtime.AudioOutput{
+					Format: realtime.AudioFormat{Type: realtime.FormatPCMU},
+					Voice:  agent.Voice,
+				},
+			},
+			Tools:      tools(agent),
+			ToolChoice: "auto",
+		},
+	}
+}
+
+// instructions are the agent's instructions, who is calling, and when to
+// use the tools.
+func instructions(agent Agent, from string) string {
+	var b strings.Builder
+	b.WriteString(strings.TrimSpace(agent.Instructions))
+	if from = oneLine(from, 200); from != "" {
+		b.WriteString("\n\nThe caller's number is ")
+		b.WriteString(from)
+		b.WriteString(".")
+	}
+	if len(agent.Destinations) > 0 {
+		b.WriteString("\n\nYou can transfer the caller with the transfer_call tool. Tell the caller before you transfer. Destinations:")
+		for _, d := range agent.Destinations {
+			b.WriteString("\n- ")
+			b.WriteString(d.Name)
+			if t := oneLine(d.Trigger, 300); t != "" {
+				b.WriteString(": ")
+				b.WriteString(t)
+			}
+		}
+	}
+	b.WriteString("\n\nWhen the conversation is over, say goodbye, then call the end_call tool.")
+	return strings.TrimSpace(b.String())
+}
+
+// greetingInstructions are the instructions of the first response: the
+// agent's own (a response's instructions replace the session's for that
+// response) and the greeting to say.
+func greetingInstructions(agent Agent, from string) string {
+	g := strings.TrimSpace(agent.Greeting)
+	if g == "" {
+		return ""
+	}
+	return instructions(agent, from) + "\n\nGreet the caller with: " + g
+}
+
+// tools are transfer_call (only when the agent has destinations; its enum
+// is their names) and end_call.
+func tools(agent Agent) []realtime.Tool {
+	var out []realtime.Tool
+	if len(agent.Destinations) > 0 {
+		names := make([]string, 0, len(agent.Destinations))
+		var desc strings.Builder
+		desc.WriteString("Transfer the caller to a destination. Tell the caller you are transferring them before calling. Destinations: ")
+		for i, d := range agent.Destinations {
+			names = append(names, d.Name)
+			if i > 0 {
+				desc.WriteString("; ")
+			}
+			desc.WriteString(d.Name)
+			if t := oneLine(d.Trigger, 300); t != "" {
+				desc.WriteString(" (" + t + ")")
+			}
+		}
+		params, _ := json.Marshal(map[string]any{
+			"type": "object",
+			"properties": map[string]any{
+				"destination": map[string]any{"type": "string", "enum": names, "description": "Name of the destination."},
+			},
+			"required": []string{"destination"},
+		})
+		out = append(out, realtime.Tool{Type: "function", Name: toolTransfer, Description: desc.String() + ".", Parameters: params})
+	}
+	out = append(out, realtime.Tool{
+		Type: "function", Name: toolEndCall,
+		Description: "End the call. Say goodbye to the caller first.",
+		Parameters:  json.RawMessage(`{"type":"object","properties":{}}`),
+	})
+	return out
+}
+
+// seedItems are the conversation items that restore a conversation on a
+// new model connection: caller turns as user input_text, agent turns as
+// assistant output_text, the most recent that fit in seedBudget, then note
+// (e.g. that a transfer failed) as a system message when non-empty.
+func seedItems(transcript []session.Turn, note string) []realtime.ItemCreate {
+	start, total := len(transcript), 0
+	for start > 0 && total+len(transcript[start-1].Text) <= seedBudget {
+		total += len(transcript[start-1].Text)
+		start--
+	}
+	items := make([]realtime.ItemCreate, 0, len(transcript)-start+1)
+	for _, t := range transcript[start:] {
+		role := "user"
+		if t.Role == session.RoleAgent {
+			role = "assistant"
+		}
+		items = append(items, realtime.Message(role, t.Text))
+	}
+	if note != "" {
+		items = append(items, realtime.Message("system", note))
+	}
+	return items
+}
+
+// oneLine makes outside text safe to put on one line of the instructions.
+func oneLine(s string, n int) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if len(s) > n {
+		s = s[:n]
+	}
+	return s
+}

@@ -1,0 +1,230 @@
+// Package realtime is a client for the OpenAI Realtime API (GA protocol) over
+// a websocket, with typed events for what the bridge uses and a hand-written
+// fast path for the audio events that make up almost all of the traffic.
+//
+// A Conn follows gorilla/websocket's rule: one goroutine reads (Read) and one
+// goroutine writes (Write, WriteJSON, Ping); Close may be called from any.
+// The beta protocol (OpenAI-Beta header, flat audio formats) is never spoken.
+package realtime
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// Defaults of Config.
+const (
+	DefaultModel            = "gpt-realtime"
+	DefaultReadLimit        = 16 << 20
+	DefaultWriteTimeout     = 5 * time.Second
+	DefaultIdleTimeout      = 60 * time.Second
+	DefaultHandshakeTimeout = 10 * time.Second
+)
+
+// ErrBinaryMessage is returned by Read for a binary frame, which the
+// protocol never uses; the connection stays usable.
+var ErrBinaryMessage = errors.New("realtime: unexpected binary message")
+
+// Config says where and how to connect.
+type Config struct {
+	// URL is the realtime endpoint without query, e.g.
+	// wss://api.openai.com/v1/realtime or
+	// wss://<resource>.openai.azure.com/openai/v1/realtime.
+	URL string
+	// APIKey is sent as "Authorization: Bearer" to OpenAI and as the
+	// "api-key" header to Azure hosts (*.azure.com).
+	APIKey string
+	// Model is the ?model= query value (the deployment name on Azure).
+	// Empty means DefaultModel.
+	Model string
+	// Dialer is used for the handshake; nil means a default dialer with
+	// DefaultHandshakeTimeout.
+	Dialer *websocket.Dialer
+	// ReadLimit caps one incoming message; default DefaultReadLimit (16 MiB).
+	ReadLimit int64
+	// WriteTimeout is the deadline of every write; default DefaultWriteTimeout.
+	WriteTimeout time.Duration
+	// IdleTimeout closes a connection from which nothing (not even a pong)
+	// was read for that long; default DefaultIdleTimeout. Keep it above the
+	// ping interval of the writer.
+	IdleTimeout time.Duration
+}
+
+// Conn is one realtime session's websocket.
+type Conn struct {
+	ws           *websocket.Conn
+	writeTimeout time.Duration
+	idleTimeout  time.Duration
+}
+
+// EndpointURL returns the websocket URL for model: base with ?model= set.
+// http(s) bases are mapped to ws(s).
+func EndpointURL(base, model string) (*url.URL, error) {
+	u, err := url.Parse(base)
+	if err != nil {
+		return nil, fmt.Errorf("realtime: parse URL: %w", err)
+	}
+	switch u.Scheme {
+	case "wss", "ws":
+	case "https":
+		u.Scheme = "wss"
+	case "http":
+		u.Scheme = "ws"
+	default:
+		return nil, fmt.Errorf("realtime: URL %q: scheme must be wss or ws", base)
+	}
+	if u.Host == "" {
+		return nil, fmt.Errorf("realtime: URL %q has no host", base)
+	}
+	if model == "" {
+		model = DefaultModel
+	}
+	q := u.Query()
+	q.Set("model", model)
+	u.RawQuery = q.Encode()
+	return u, nil
+}
+
+// AuthHeader returns the handshake headers for host: the "api-key" header
+// for Azure OpenAI hosts, a bearer token otherwise. There is deliberately no
+// OpenAI-Beta header: sending it selects the retired beta protocol.
+func AuthHeader(host, apiKey string) http.Header {
+	h := http.Header{}
+	if apiKey == "" {
+		return h
+	}
+	host = strings.ToLower(host)
+	if i := strings.LastIndexByte(host, ':'); i >= 0 && !strings.HasSuffix(host, "]") {
+		host = host[:i]
+	}
+	if strings.HasSuffix(host, ".azure.com") {
+		h.Set("api-key", apiKey)
+	} else {
+		h.Set("Authorization", "Bearer "+apiKey)
+	}
+	return h
+}
+
+// Dial opens a realtime websocket for cfg.Model.
+func Dial(ctx context.Context, cfg Config) (*Conn, error) {
+	u, err := EndpointURL(cfg.URL, cfg.Model)
+	if err != nil {
+		return nil, err
+	}
+	d := cfg.Dialer
+	if d == nil {
+		d = &websocket.Dialer{Proxy: http.ProxyFromEnvironment, HandshakeTimeout: DefaultHandshakeTimeout}
+	}
+	ws, resp, err := d.DialContext(ctx, u.String(), AuthHeader(u.Hostname(), cfg.APIKey))
+	if err != nil {
+		if resp != nil {
+			// The body of a refused handshake says why (bad key, unknown
+			// model); it holds no secret of ours.
+			body, _ := io.ReadAll(io.LimitReader(resp.Body, 300))
+			resp.Body.Close()
+			return nil, fmt.Errorf("realtime: dial %s%s: %w (HTTP %d: %s)", u.Host, u.Path, err, resp.StatusCode, strings.TrimSpace(string(body)))
+		}
+		return nil, fmt.Errorf("realtime: dial %s%s: %w", u.Host, u.Path, err)
+	}
+	c := &Conn{ws: ws, writeTimeout: cfg.WriteTimeout, idleTimeout: cfg.IdleTimeout}
+	if c.writeTimeout <= 0 {
+		c.writeTimeout = DefaultWriteTimeout
+	}
+	if c.idleTimeout <= 0 {
+		c.idleTimeout = DefaultIdleTimeout
+	}
+	limit := cfg.ReadLimit
+	if limit <= 0 {
+		limit = DefaultReadLimit
+	}
+	ws.SetReadLimit(limit)
+	ws.SetPongHandler(func(string) error {
+		// Runs inside Read, on the reader goroutine.
+		return ws.SetReadDeadline(time.Now().Add(c.idleTimeout))
+	})
+	return c, nil
+}
+
+// Read reads the next text message into buf (reused; grown as needed) and
+// returns it. The returned slice is valid until the next Read with the same
+// buf. A binary message returns ErrBinaryMessage and may be skipped.
+func (c *Conn) Read(buf []byte) ([]byte, error) {
+	if err := c.ws.SetReadDeadline(time.Now().Add(c.idleTimeout)); err != nil {
+		return buf[:0], fmt.Errorf("realtime: read: %w", err)
+	}
+	typ, r, err := c.ws.NextReader()
+	if err != nil {
+		return buf[:0], fmt.Errorf("realtime: read: %w", err)
+	}
+	buf, err = ReadAll(buf[:0], r)
+	if err != nil {
+		return buf, fmt.Errorf("realtime: read: %w", err)
+	}
+	if typ != websocket.TextMessage {
+		return buf, ErrBinaryMessage
+	}
+	return buf, nil
+}
+
+// ReadAll appends everything r yields to buf, growing it as needed; unlike
+// io.ReadAll it reuses buf, so a reader loop allocates nothing per message.
+func ReadAll(buf []byte, r io.Reader) ([]byte, error) {
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			return buf, err
+		}
+	}
+}
+
+// Write sends one text message (a JSON event) with the write deadline.
+func (c *Conn) Write(msg []byte) error {
+	if err := c.ws.SetWriteDeadline(time.Now().Add(c.writeTimeout)); err != nil {
+		return fmt.Errorf("realtime: write: %w", err)
+	}
+	if err := c.ws.WriteMessage(websocket.TextMessage, msg); err != nil {
+		return fmt.Errorf("realtime: write: %w", err)
+	}
+	return nil
+}
+
+// WriteJSON encodes v and sends it; for the rare, typed client events.
+func (c *Conn) WriteJSON(v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("realtime: encode %T: %w", v, err)
+	}
+	return c.Write(b)
+}
+
+// Ping sends a ping; the pong extends the read deadline.
+func (c *Conn) Ping() error {
+	if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.writeTimeout)); err != nil {
+		return fmt.Errorf("realtime: ping: %w", err)
+	}
+	return nil
+}
+
+// Close sends a normal close frame (best effort, bounded by one second) and
+// closes the connection, which makes a blocked Read return.
+func (c *Conn) Close() error {
+	msg := websocket.FormatCloseMessage(websocket.CloseNormalClosure, "")
+	_ = c.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(time.Second))
+	return c.ws.Close()
+}

@@ -1,0 +1,267 @@
+package bridge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+)
+
+// StreamPath is where Twilio opens Media Streams.
+const StreamPath = "/twilio/stream"
+
+// Config configures a Server. Zero durations and counts take the defaults
+// named on each field.
+type Config struct {
+	// PodID names this pod in the session record (Session.PodID).
+	PodID string
+	// RealtimeURL is the model endpoint without query; default
+	// wss://api.openai.com/v1/realtime. ?model= is appended.
+	RealtimeURL string
+	// RealtimeModel is the model of agents that name none; default gpt-realtime.
+	RealtimeModel string
+	// APIKey is the realtime model key (OPENAI_API_KEY).
+	APIKey string
+	// RealtimeDialer dials the model; nil means a default dialer.
+	RealtimeDialer *websocket.Dialer
+	// BaseContext is the parent of every call's context (not the HTTP
+	// request's, so that draining is our decision); nil means Background.
+	// Cancelling it ends every call with reason shutdown.
+	BaseContext context.Context
+	// Now is the clock of timestamps and barge-in arithmetic; default time.Now.
+	Now func() time.Time
+
+	// StartTimeout bounds the wait for Twilio's connected and start; 10 s.
+	StartTimeout time.Duration
+	// SetupTimeout bounds the token claim, session and agent look-ups; 10 s.
+	SetupTimeout time.Duration
+	// DialTimeout bounds one model dial (handshake included); 10 s.
+	DialTimeout time.Duration
+	// HoldAudio is how much caller audio is held while the model is not
+	// ready; beyond it the oldest is dropped; 10 s.
+	HoldAudio time.Duration
+	// WriteTimeout is the deadline of every websocket write; 5 s.
+	WriteTimeout time.Duration
+	// TwilioIdleTimeout ends a call when Twilio sends nothing for that long
+	// (it sends media every 20 ms); 30 s.
+	TwilioIdleTimeout time.Duration
+	// PingInterval is how often the model socket is pinged; 20 s. The model
+	// socket is dropped after 3 intervals without any message or pong.
+	PingInterval time.Duration
+	// HangupWait bounds the wait for the goodbye to finish playing after
+	// the model's response is done, before end_call hangs up; 15 s.
+	HangupWait time.Duration
+	// MaxRedials is how many times a call may re-dial the model; 3.
+	MaxRedials int
+	// StoreTimeout bounds each session write and each call-control or
+	// transfer request; 10 s.
+	StoreTimeout time.Duration
+	// TranscriptionModel transcribes the caller; default gpt-4o-mini-transcribe.
+	TranscriptionModel string
+}
+
+func (c Config) withDefaults() Config {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	if c.RealtimeURL == "" {
+		c.RealtimeURL = "wss://api.openai.com/v1/realtime"
+	}
+	if c.RealtimeModel == "" {
+		c.RealtimeModel = "gpt-realtime"
+	}
+	if c.BaseContext == nil {
+		c.BaseContext = context.Background()
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.TranscriptionModel == "" {
+		c.TranscriptionModel = "gpt-4o-mini-transcribe"
+	}
+	if c.MaxRedials <= 0 {
+		c.MaxRedials = 3
+	}
+	def(&c.StartTimeout, 10*time.Second)
+	def(&c.SetupTimeout, 10*time.Second)
+	def(&c.DialTimeout, 10*time.Second)
+	def(&c.HoldAudio, 10*time.Second)
+	def(&c.WriteTimeout, 5*time.Second)
+	def(&c.TwilioIdleTimeout, 30*time.Second)
+	def(&c.PingInterval, 20*time.Second)
+	def(&c.HangupWait, 15*time.Second)
+	def(&c.StoreTimeout, 10*time.Second)
+	return c
+}
+
+// Deps are the Server's collaborators. Sessions, Tokens, Claims, Handshake
+// and Agents are required; Calls and Transfers may be nil (end_call then only
+// closes the stream; transfers are refused with a log line).
+type Deps struct {
+	Sessions   Sessions
+	Tokens     Tokens
+	Claims     TokenClaimer
+	Handshake  HandshakeValidator
+	Agents     Agents
+	Calls      CallControl
+	Transfers  Transferer
+	Logger     *zap.Logger           // nil: no logs
+	Registerer prometheus.Registerer // nil: metrics are kept but not exported
+}
+
+// Server accepts Twilio Media Streams on GET /twilio/stream and relays each
+// call to the realtime model.
+type Server struct {
+	cfg      Config
+	deps     Deps
+	log      *zap.Logger
+	metrics  *metrics
+	pool     bufPool
+	upgrader websocket.Upgrader
+	active   atomic.Int64
+
+	mu       sync.Mutex // guards draining, forced, calls and wg.Add
+	draining bool
+	forced   bool // the drain deadline passed: calls are ended at once
+	calls    map[*call]struct{}
+	wg       sync.WaitGroup // one per open stream handler
+}
+
+// NewServer returns a Server.
+func NewServer(cfg Config, deps Deps) (*Server, error) {
+	switch {
+	case deps.Sessions == nil:
+		return nil, errors.New("bridge: Sessions is required")
+	case deps.Tokens == nil:
+		return nil, errors.New("bridge: Tokens is required")
+	case deps.Claims == nil:
+		return nil, errors.New("bridge: Claims is required")
+	case deps.Handshake == nil:
+		return nil, errors.New("bridge: Handshake is required")
+	case deps.Agents == nil:
+		return nil, errors.New("bridge: Agents is required")
+	}
+	if deps.Logger == nil {
+		deps.Logger = zap.NewNop()
+	}
+	m, err := newMetrics(deps.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{
+		cfg:     cfg.withDefaults(),
+		deps:    deps,
+		log:     deps.Logger.Named("bridge"),
+		metrics: m,
+		calls:   map[*call]struct{}{},
+	}
+	s.upgrader = websocket.Upgrader{
+		ReadBufferSize:  4096,
+		WriteBufferSize: 4096,
+		WriteBufferPool: &sync.Pool{},
+		// Twilio sends no Origin; the handshake signature is the check.
+		CheckOrigin: func(*http.Request) bool { return true },
+	}
+	if deps.Transfers == nil {
+		s.log.Info("transfers not enabled: transfer requests will be refused")
+	}
+	return s, nil
+}
+
+// Register adds the stream endpoint to mux.
+func (s *Server) Register(mux *http.ServeMux) { mux.Handle("GET "+StreamPath, s) }
+
+// ActiveCalls returns the number of media streams open on this server
+// (for the MAX_CALLS check).
+func (s *Server) ActiveCalls() int { return int(s.active.Load()) }
+
+// ServeHTTP validates the handshake signature, upgrades to a websocket and
+// runs the call until it ends.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if !s.deps.Handshake.ValidateStream(r) {
+		s.metrics.rejected.WithLabelValues(rejectSignature).Inc()
+		s.log.Warn("media stream refused: bad X-Twilio-Signature on the websocket handshake",
+			zap.String("remote", r.RemoteAddr))
+		http.Error(w, "forbidden", http.StatusForbidden)
+		return
+	}
+	if !websocket.IsWebSocketUpgrade(r) {
+		http.Error(w, "websocket upgrade required", http.StatusBadRequest)
+		return
+	}
+	s.mu.Lock()
+	if s.draining {
+		s.mu.Unlock()
+		s.metrics.rejected.WithLabelValues(rejectDraining).Inc()
+		s.log.Warn("media stream refused: server is draining", zap.String("remote", r.RemoteAddr))
+		http.Error(w, "draining", http.StatusServiceUnavailable)
+		return
+	}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	defer s.wg.Done()
+
+	ws, err := s.upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		s.log.Info("media stream upgrade failed", zap.String("remote", r.RemoteAddr), zap.Error(err))
+		return // Upgrade has answered the request
+	}
+	c := newCall(s, ws, r.RemoteAddr)
+	s.mu.Lock()
+	s.calls[c] = struct{}{}
+	if s.forced {
+		c.stop()
+	}
+	s.mu.Unlock()
+	s.active.Add(1)
+	s.metrics.active.Inc()
+	defer func() {
+		s.mu.Lock()
+		delete(s.calls, c)
+		s.mu.Unlock()
+		s.active.Add(-1)
+		s.metrics.active.Dec()
+	}()
+	c.run()
+}
+
+// Shutdown stops accepting streams and waits for the calls to end until ctx
+// is done; then it ends the remaining calls with reason shutdown, waits for
+// them to close and returns ctx's error.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.draining = true
+	n := len(s.calls)
+	s.mu.Unlock()
+	s.log.Info("draining media streams", zap.Int("calls", n))
+
+	done := make(chan struct{})
+	go func() {
+		s.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+	}
+	s.mu.Lock()
+	s.forced = true
+	for c := range s.calls {
+		c.stop()
+	}
+	n = len(s.calls)
+	s.mu.Unlock()
+	s.log.Warn("drain deadline reached: ending the remaining calls", zap.Int("calls", n))
+	<-done
+	return fmt.Errorf("bridge: shutdown: %w", ctx.Err())
+}

@@ -1,0 +1,138 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
+
+	"github.com/vivi/bridge/bridge"
+	"github.com/vivi/bridge/channel"
+	"github.com/vivi/bridge/session"
+	"github.com/vivi/bridge/transfer"
+	"github.com/vivi/bridge/twiml"
+)
+
+// streamTokenTTL is how long Twilio has to open the stream after the
+// webhook answered (it does so within a second or two).
+const streamTokenTTL = 2 * time.Minute
+
+// app is one bridge process: every component wired, ready to serve.
+type app struct {
+	handler  http.Handler
+	bridge   *bridge.Server
+	health   *health
+	prov     *channel.Provisioner
+	log      *zap.Logger
+	registry *prometheus.Registry
+}
+
+// appDeps are the outside parts: the store and how the REST API and the
+// realtime model are reached (real in serve, fakes in demo and tests).
+type appDeps struct {
+	store    storeAPI
+	resolver channel.HostResolver // nil: system DNS
+}
+
+// newApp wires the components of DESIGN.md section 3. base is the parent of
+// every call's context: cancelling it ends the calls (after draining).
+func newApp(base context.Context, c config, log *zap.Logger, d appDeps) (*app, error) {
+	st := d.store
+	podID := c.PodID
+	if podID == "" {
+		podID, _ = os.Hostname()
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	tokens, err := session.NewTokens([]byte(c.StreamTokenSecret), streamTokenTTL)
+	if err != nil {
+		return nil, errConfig("STREAM_TOKEN_SECRET: %v", err)
+	}
+	validator, err := twiml.NewValidator(c.TwilioAuthToken, c.PublicURL, c.ValidateSignatures)
+	if err != nil {
+		return nil, errConfig("PUBLIC_URL: %v", err)
+	}
+	rest, err := transfer.NewTwilio(transfer.TwilioConfig{
+		AccountSID: c.TwilioAccountSID, AuthToken: c.TwilioAuthToken, BaseURL: c.TwilioAPIBaseURL,
+	})
+	if err != nil {
+		return nil, errConfig("TWILIO_*: %v", err)
+	}
+	resolver := d.resolver
+	if resolver == nil {
+		resolver = &channel.Resolver{}
+	}
+	prov, err := channel.NewProvisioner(channel.ProvisionerConfig{
+		Repo: st, Resolver: resolver, SIPDomain: c.SIPDomain, Logger: log.Named("channel"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	xfer := transfer.New(transfer.Config{
+		PublicURL: c.PublicURL, Sessions: st, Targets: targets{st}, Calls: rest, Logger: log.Named("transfer"),
+	})
+	br, err := bridge.NewServer(bridge.Config{
+		PodID:         podID,
+		RealtimeURL:   c.RealtimeURL,
+		RealtimeModel: c.RealtimeModel,
+		APIKey:        c.OpenAIAPIKey,
+		BaseContext:   base,
+	}, bridge.Deps{
+		Sessions:   st,
+		Tokens:     tokens,
+		Claims:     st,
+		Handshake:  validator,
+		Agents:     callAgents{st},
+		Calls:      rest,
+		Transfers:  transfers{xfer},
+		Logger:     log,
+		Registerer: reg,
+	})
+	if err != nil {
+		return nil, err
+	}
+	hooks, err := twiml.NewHandler(twiml.Config{
+		PublicURL: c.PublicURL, MaxCalls: c.MaxCalls, Logger: log.Named("twilio"),
+	}, twiml.Deps{
+		Validator: validator, Router: routes{channel.NewRouter(st)}, Sessions: st, Tokens: tokens, Calls: br,
+	})
+	if err != nil {
+		return nil, err
+	}
+
+	mux := http.NewServeMux()
+	hooks.Register(mux)
+	br.Register(mux)
+	channel.NewAPI(channel.APIConfig{AdminToken: c.AdminToken, Logger: log.Named("admin")}, prov).Register(mux)
+	h := &health{ping: st.Ping}
+	h.register(mux)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+
+	return &app{handler: mux, bridge: br, health: h, prov: prov, log: log, registry: reg}, nil
+}
+
+// applyFile applies a YAML file of agents and channels (CONFIG_FILE, apply -f).
+func (a *app) applyFile(ctx context.Context, path string) (channel.Result, error) {
+	cfg, err := channel.ParseConfigFile(path)
+	if err != nil {
+		return channel.Result{}, err
+	}
+	return a.prov.Apply(ctx, cfg)
+}
+
+// listen opens the HTTP listener.
+func listen(addr string) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen %s: %w", addr, err)
+	}
+	return ln, nil
+}

@@ -1,0 +1,109 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// serve runs the server until ctx is cancelled (SIGINT/SIGTERM), then drains:
+// /readyz turns false, new streams are refused, live calls get SHUTDOWN_GRACE
+// to finish, and the rest are ended with reason shutdown.
+func serve(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
+	if len(args) > 0 {
+		return errConfig("serve takes no arguments (configuration is the environment), got %q", args[0])
+	}
+	c, err := loadConfig(getenv, true)
+	if err != nil {
+		return err
+	}
+	log, err := newLogger(c, stderr)
+	if err != nil {
+		return err
+	}
+	defer log.Sync()
+	if !c.ValidateSignatures {
+		log.Warn("TWILIO_VALIDATE_SIGNATURES=false: Twilio signatures are NOT checked; anyone can drive this server. Use only for local experiments.")
+	}
+	st, closeStore, err := openStore(ctx, c)
+	if err != nil {
+		return err
+	}
+	defer closeStore()
+
+	ln, err := listen(c.ListenAddr)
+	if err != nil {
+		return err
+	}
+	return runServer(ctx, c, log, appDeps{store: st}, ln)
+}
+
+// runServer serves on ln until ctx ends, then drains. demo and the tests
+// call it with their own listener and store.
+func runServer(ctx context.Context, c config, log *zap.Logger, d appDeps, ln net.Listener) error {
+	// Calls live in their own context: SIGTERM starts a drain, it does not
+	// cut calls. callsCtx is cancelled only when the grace period is over.
+	callsCtx, cancelCalls := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelCalls()
+	a, err := newApp(callsCtx, c, log, d)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	if c.ConfigFile != "" {
+		res, err := a.applyFile(ctx, c.ConfigFile)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("CONFIG_FILE %s: %w", c.ConfigFile, err)
+		}
+		log.Info("configuration applied", zap.String("file", c.ConfigFile),
+			zap.Int("agents", len(res.Agents)), zap.Int("channels", len(res.Channels)))
+	}
+	if c.PprofAddr != "" {
+		pln, err := listen(c.PprofAddr)
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		ps := &http.Server{Handler: pprofHandler(), ReadHeaderTimeout: 5 * time.Second}
+		go ps.Serve(pln)
+		defer ps.Close()
+		log.Info("pprof listening", zap.String("addr", pln.Addr().String()))
+	}
+	srv := &http.Server{
+		Handler:           a.handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          zap.NewStdLog(log.Named("http")),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	log.Info("vivi-bridge serving", zap.String("addr", ln.Addr().String()), zap.String("public_url", c.PublicURL),
+		zap.Int("max_calls", c.MaxCalls), zap.Bool("redis", c.RedisURL != "" || len(c.RedisAddrs) > 0))
+
+	select {
+	case err := <-errc:
+		return fmt.Errorf("http server: %w", err)
+	case <-ctx.Done():
+	}
+	a.health.draining.Store(true)
+	log.Info("draining", zap.Duration("grace", c.ShutdownGrace), zap.Int("calls", a.bridge.ActiveCalls()))
+	drainCtx, cancel := context.WithTimeout(context.Background(), c.ShutdownGrace)
+	defer cancel()
+	if err := a.bridge.Shutdown(drainCtx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		log.Warn("drain", zap.Error(err))
+	}
+	cancelCalls()
+	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer scancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		log.Warn("http shutdown", zap.Error(err))
+	}
+	log.Info("stopped")
+	return nil
+}
