@@ -1,0 +1,137 @@
+package channel
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strconv"
+
+	"github.com/vivi/bridge/session"
+)
+
+// CallStore reads call sessions for the calls endpoints.
+type CallStore interface {
+	Session(ctx context.Context, callSID string) (*session.Session, error)
+	Sessions(ctx context.Context, active bool, limit int) ([]*session.Session, error)
+}
+
+// CallCommander asks the pod that holds a live call's media stream to act on
+// it; the call endpoints work from any pod.
+type CallCommander interface {
+	TransferCall(ctx context.Context, callSID, destination string) error
+	HangupCall(ctx context.Context, callSID string) error
+}
+
+// Errors of the call endpoints.
+var (
+	// ErrCallNotLive: the call has no live media stream to act on.
+	ErrCallNotLive = errors.New("call is not live")
+	// ErrUnknownDestination: the name is not one of the call's agent's destinations.
+	ErrUnknownDestination = errors.New("unknown transfer destination")
+)
+
+// defaultCallsLimit and maxCallsLimit bound GET /v1/calls.
+const (
+	defaultCallsLimit = 100
+	maxCallsLimit     = 1000
+)
+
+// RegisterCalls adds the call endpoints to mux, behind Authorize:
+// GET /v1/calls?state=active|ended&limit=N, GET /v1/calls/{callSid},
+// POST /v1/calls/{callSid}/transfer {"destination": name} and
+// POST /v1/calls/{callSid}/hangup (both 202: the owning pod acts and
+// records the outcome on the session).
+func (a *API) RegisterCalls(mux *http.ServeMux, calls CallStore, cmd CallCommander) {
+	c := &callsAPI{api: a, calls: calls, cmd: cmd}
+	mux.Handle("GET /v1/calls", a.Authorize(http.HandlerFunc(c.list)))
+	mux.Handle("GET /v1/calls/{callSid}", a.Authorize(http.HandlerFunc(c.get)))
+	mux.Handle("POST /v1/calls/{callSid}/transfer", a.Authorize(http.HandlerFunc(c.transfer)))
+	mux.Handle("POST /v1/calls/{callSid}/hangup", a.Authorize(http.HandlerFunc(c.hangup)))
+}
+
+type callsAPI struct {
+	api   *API
+	calls CallStore
+	cmd   CallCommander
+}
+
+func (c *callsAPI) list(w http.ResponseWriter, r *http.Request) {
+	active := true
+	switch r.URL.Query().Get("state") {
+	case "", "active":
+	case "ended":
+		active = false
+	default:
+		WriteError(w, http.StatusBadRequest, "invalid_state", "state must be active or ended")
+		return
+	}
+	limit := defaultCallsLimit
+	if s := r.URL.Query().Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > maxCallsLimit {
+			WriteError(w, http.StatusBadRequest, "invalid_limit", "limit must be 1-1000")
+			return
+		}
+		limit = n
+	}
+	ss, err := c.calls.Sessions(r.Context(), active, limit)
+	if err != nil {
+		c.api.fail(w, r, err)
+		return
+	}
+	if ss == nil {
+		ss = []*session.Session{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"calls": ss})
+}
+
+func (c *callsAPI) get(w http.ResponseWriter, r *http.Request) {
+	s, err := c.calls.Session(r.Context(), r.PathValue("callSid"))
+	if err != nil {
+		c.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, s)
+}
+
+func (c *callsAPI) transfer(w http.ResponseWriter, r *http.Request) {
+	var body struct {
+		Destination string `json:"destination"`
+	}
+	if err := decodeBody(w, r, &body); err != nil {
+		c.api.fail(w, r, err)
+		return
+	}
+	if body.Destination == "" {
+		WriteError(w, http.StatusUnprocessableEntity, "invalid_destination", "destination (a destination name of the call's agent) is required")
+		return
+	}
+	sid := r.PathValue("callSid")
+	if err := c.cmd.TransferCall(r.Context(), sid, body.Destination); err != nil {
+		c.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusAccepted, map[string]string{"callSid": sid, "status": "transfer_requested", "destination": body.Destination})
+}
+
+func (c *callsAPI) hangup(w http.ResponseWriter, r *http.Request) {
+	sid := r.PathValue("callSid")
+	if err := c.cmd.HangupCall(r.Context(), sid); err != nil {
+		c.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusAccepted, map[string]string{"callSid": sid, "status": "hangup_requested"})
+}
+
+func (c *callsAPI) fail(w http.ResponseWriter, r *http.Request, err error) {
+	switch {
+	case errors.Is(err, session.ErrNotFound):
+		WriteError(w, http.StatusNotFound, "not_found", "no call with that SID")
+	case errors.Is(err, ErrCallNotLive):
+		WriteError(w, http.StatusConflict, "call_not_live", err.Error())
+	case errors.Is(err, ErrUnknownDestination):
+		WriteError(w, http.StatusUnprocessableEntity, "unknown_destination", err.Error())
+	default:
+		c.api.fail(w, r, err)
+	}
+}
