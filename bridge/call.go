@@ -90,8 +90,8 @@ type call struct {
 	toolCalls  map[string]bool
 	hangup     hangupState
 	transfer   bool // a transfer request is in flight
+	transferOK bool // a transfer was started: Twilio's stop is its effect
 	endReason  string
-	rejected   string
 	anomalies  map[string]int
 	framesIn   int
 	framesOut  int
@@ -178,7 +178,6 @@ func (c *call) reject(label, msg string, fields ...zap.Field) {
 	}
 	c.srv.metrics.rejected.WithLabelValues(label).Inc()
 	c.log.Warn(msg, fields...)
-	c.rejected = label
 	c.closeCode, c.closeText = websocket.ClosePolicyViolation, msg
 	c.endReason = "rejected"
 }
@@ -204,8 +203,12 @@ func (c *call) teardown() {
 		c.log.Info("media stream closed", zap.String("outcome", c.endReason))
 		return
 	}
-	c.srv.metrics.ended.WithLabelValues(c.endReason).Inc()
-	c.log.Info("call ended", zap.String("reason", c.endReason),
+	label := c.endReason
+	if c.transferOK && (label == ReasonCallerHangup || label == ReasonTwilioDisconnected) {
+		label = labelTransferred
+	}
+	c.srv.metrics.ended.WithLabelValues(label).Inc()
+	c.log.Info("call ended", zap.String("reason", c.endReason), zap.Bool("transferred", c.transferOK),
 		zap.Duration("duration", c.now().Sub(c.startedAt)),
 		zap.Int("frames_in", c.framesIn), zap.Int("frames_out", c.framesOut),
 		zap.Int("redials", c.redials))

@@ -155,6 +155,7 @@ func (c *call) onTransferDone(req TransferRequest, callID string, err error) {
 		}
 		return
 	}
+	c.transferOK = true
 	c.log.Info("transfer under way", zap.String("destination", req.Destination.Name))
 	if callID != "" {
 		c.toModelJSON(realtime.FunctionOutput(callID, `{"ok":true,"status":"transferring"}`))

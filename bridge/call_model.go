@@ -326,7 +326,8 @@ func (c *call) flushHeld() {
 			zap.Int("dropped_frames", c.held.dropped), zap.Int("dropped_ms", c.held.droppedBytes/bytesPerMs))
 		c.held.dropped, c.held.droppedBytes = 0, 0
 	}
-	for _, f := range c.held.drain() {
-		c.toModel(f.buf)
+	// One at a time: should the model drop meanwhile, the rest stays held.
+	for c.held.len() > 0 && c.model != nil && c.model.ready {
+		c.toModel(c.held.pop().buf)
 	}
 }

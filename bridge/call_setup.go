@@ -43,13 +43,13 @@ func (c *call) onStart(m twilioMsg) {
 		return
 	}
 	c.callSID, c.streamSID = st.CallSID, streamSID
-	c.log = c.srv.log.With(zap.String("call_sid", c.callSID), zap.String("stream_sid", c.streamSID))
 	claims, err := c.srv.deps.Tokens.Verify(st.CustomParameters["token"], c.callSID, c.now())
 	if err != nil {
-		c.reject(rejectToken, "media stream refused: stream token rejected", zap.Error(err))
+		c.reject(rejectToken, "media stream refused: stream token rejected",
+			zap.String("call_sid", c.callSID), zap.String("stream_sid", c.streamSID), zap.Error(err))
 		return
 	}
-	// The per-call logger, made once.
+	// The per-call logger, made once (before, c.log names only the peer).
 	c.log = c.srv.log.With(zap.String("call_sid", c.callSID), zap.String("stream_sid", c.streamSID),
 		zap.String("channel_id", claims.ChannelID))
 	if enc := st.MediaFormat.Encoding; enc != "" && enc != "audio/x-mulaw" {

@@ -133,8 +133,12 @@ func (c *call) parseTwilio(typ int, b []byte) twilioMsg {
 func (c *call) writeTwilio() {
 	defer c.wg.Done()
 	defer func() {
-		msg := websocket.FormatCloseMessage(c.closeCode, c.closeText)
-		_ = c.tw.WriteControl(websocket.CloseMessage, msg, time.Now().Add(time.Second))
+		select {
+		case <-c.done: // the loop set the close code before closing done
+			msg := websocket.FormatCloseMessage(c.closeCode, c.closeText)
+			_ = c.tw.WriteControl(websocket.CloseMessage, msg, time.Now().Add(time.Second))
+		default: // a write failed: the socket is broken, no close frame
+		}
 		_ = c.tw.Close()
 	}()
 	for {

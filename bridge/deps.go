@@ -8,6 +8,14 @@
 // loop over bounded channels. The first fatal error ends the loop, which
 // cancels the call's context and closes both sockets.
 //
+// The answer path: Twilio sends start right after connected (within
+// milliseconds) and the model to dial is known only from the token's agent,
+// so the bridge reads start, verifies the token, then claims it and loads
+// the session and the agent in parallel, and dials the model as soon as the
+// agent is known. None of it runs on the loop: caller audio that arrives
+// meanwhile is held (bounded) and sent, in order, once the model has
+// accepted the session configuration.
+//
 // The package imports only session and outside libraries; the small
 // interfaces below are implemented elsewhere (store, channel, twiml,
 // transfer) and wired together by cmd.

@@ -27,6 +27,9 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
+// session.Tokens is what cmd passes as Tokens.
+var _ Tokens = (*session.Tokens)(nil)
+
 const (
 	testAuthToken = "token123"
 	testAccount   = "ACtest"

@@ -1,7 +1,6 @@
 package bridge
 
 import (
-	"errors"
 	"fmt"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -18,6 +17,10 @@ type metrics struct {
 	bargeIns  prometheus.Counter
 	redials   prometheus.Counter
 }
+
+// labelTransferred counts, in calls_total, calls whose stream Twilio stopped
+// after a transfer was started (the refer outcome ends the session).
+const labelTransferred = "transferred"
 
 // Reasons a stream is refused before it becomes a call (metrics label).
 const (
@@ -59,7 +62,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Realtime model connections re-dialled mid-call.",
 		}),
 	}
-	for _, r := range []string{ReasonCallerHangup, ReasonTwilioDisconnected, ReasonModelDropped, ReasonAgentHangup, ReasonShutdown} {
+	for _, r := range []string{ReasonCallerHangup, ReasonTwilioDisconnected, ReasonModelDropped, ReasonAgentHangup, ReasonShutdown, labelTransferred} {
 		m.ended.WithLabelValues(r)
 	}
 	for _, r := range []string{rejectSignature, rejectDraining, rejectNoStart, rejectToken, rejectReused, rejectSession, rejectAgent} {
@@ -70,11 +73,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	for _, c := range []prometheus.Collector{m.active, m.ended, m.rejected, frames, m.bargeIns, m.redials} {
 		if err := reg.Register(c); err != nil {
-			var already prometheus.AlreadyRegisteredError
-			if errors.As(err, &already) {
-				return nil, fmt.Errorf("bridge: register metrics: %w (one Server per registry)", err)
-			}
-			return nil, fmt.Errorf("bridge: register metrics: %w", err)
+			return nil, fmt.Errorf("bridge: register metrics (one Server per registry): %w", err)
 		}
 	}
 	return m, nil

@@ -185,6 +185,18 @@ func (h *heldAudio) push(f heldFrame, evicted func(*[]byte)) {
 	}
 }
 
+// pop removes and returns the oldest held frame; the buffer must not be empty.
+func (h *heldAudio) pop() heldFrame {
+	f := h.frames[h.head]
+	h.frames[h.head] = heldFrame{}
+	h.head++
+	h.bytes -= f.audio
+	if h.head == len(h.frames) {
+		h.frames, h.head = h.frames[:0], 0
+	}
+	return f
+}
+
 // drain returns the held frames in order and empties the buffer. The
 // returned slice is valid until the next push.
 func (h *heldAudio) drain() []heldFrame {

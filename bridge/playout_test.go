@@ -117,7 +117,7 @@ func TestHeldAudio(t *testing.T) {
 	if !reflect.DeepEqual(evicted, []int{1, 2}) || h.dropped != 2 || h.droppedBytes != 200 {
 		t.Fatalf("evicted %v dropped %d/%d", evicted, h.dropped, h.droppedBytes)
 	}
-	var order []int
+	order := []int{int((*h.pop().buf)[0])}
 	for _, f := range h.drain() {
 		order = append(order, int((*f.buf)[0]))
 	}

@@ -23,14 +23,14 @@ func TestTwilioToModel(t *testing.T) {
 		event string
 		audio int
 	}{
-		"media":                {in: twilioMedia(payload), ok: true, event: "media", audio: 160},
+		"media":                 {in: twilioMedia(payload), ok: true, event: "media", audio: 160},
 		"media fields shuffled": {in: []byte(`{"streamSid":"x","media":{"payload":"` + payload + `","track":"inbound"},"event":"media"}`), ok: true, event: "media", audio: 160},
-		"injection refused":    {in: twilioMedia(`AAAA\",\"x\":\"y`), event: ""},
-		"not base64":           {in: twilioMedia("AA-_"), event: "media"},
-		"escaped payload":      {in: twilioMedia(`AA\/A`), event: ""}, // slow path
-		"mark":                 {in: []byte(`{"event":"mark","streamSid":"x","mark":{"name":"m12"}}`), event: "mark"},
-		"malformed":            {in: []byte(`{"event":"media","media":{"payload":`), event: ""},
-		"not json":             {in: []byte(`hello`), event: ""},
+		"injection refused":     {in: twilioMedia(`AAAA\",\"x\":\"y`), event: ""},
+		"not base64":            {in: twilioMedia("AA-_"), event: "media"},
+		"escaped payload":       {in: twilioMedia(`AA\/A`), event: ""}, // slow path
+		"mark":                  {in: []byte(`{"event":"mark","streamSid":"x","mark":{"name":"m12"}}`), event: "mark"},
+		"malformed":             {in: []byte(`{"event":"media","media":{"payload":`), event: ""},
+		"not json":              {in: []byte(`hello`), event: ""},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {

@@ -75,7 +75,20 @@ type REST struct {
 	changed      chan struct{} // closed and replaced on every request
 	closed       bool
 	onCallUpdate func(callSID string, form url.Values) (int, string)
+	updater      callUpdater       // set by Twilio: plays updates of its calls
 	calls        map[string]string // call SID -> status
+}
+
+// callUpdater applies a call update to a call the simulator placed (see
+// Twilio). known is false for a call it did not place; a non-nil refusal is
+// answered instead of the call resource; status is the call's status after
+// the update.
+type callUpdater func(callSID string, form url.Values) (status string, refusal *apiError, known bool)
+
+// apiError is one of Twilio's REST errors.
+type apiError struct {
+	status, code int
+	message      string
 }
 
 // NewREST starts the fake on 127.0.0.1 on a free port. Like
@@ -162,6 +175,9 @@ func (r *REST) WaitRequest(ctx context.Context, pred func(RESTRequest) bool) (RE
 // OnCallUpdate replaces the answer to call updates (POST .../Calls/{Sid}.json)
 // with fn's status and JSON body. nil restores the default: 200
 // {"sid":...,"status":"in-progress"}, or "completed" when Status=completed.
+// For a call placed through a Twilio simulator, a 2xx answer from fn means
+// the update took effect (the simulator plays it); any other status means it
+// did not.
 func (r *REST) OnCallUpdate(fn func(callSID string, form url.Values) (status int, body string)) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -234,10 +250,13 @@ func (r *REST) handleCall(w http.ResponseWriter, req *http.Request) {
 			return
 		}
 		r.mu.Lock()
-		hook := r.onCallUpdate
+		hook, updater := r.onCallUpdate, r.updater
 		r.mu.Unlock()
 		if hook != nil {
 			status, body := hook(sid, form)
+			if status/100 == 2 && updater != nil {
+				updater(sid, form) // the update took effect; the answer is fn's
+			}
 			w.Header().Set("Content-Type", "application/json")
 			w.WriteHeader(status)
 			_, _ = io.WriteString(w, body)
@@ -247,13 +266,35 @@ func (r *REST) handleCall(w http.ResponseWriter, req *http.Request) {
 		if form.Get("Status") == "completed" {
 			status = "completed"
 		}
-		r.mu.Lock()
-		r.calls[sid] = status
-		r.mu.Unlock()
+		if updater != nil {
+			st, refusal, known := updater(sid, form)
+			if refusal != nil {
+				writeError(w, refusal.status, refusal.code, refusal.message)
+				return
+			}
+			if known {
+				status = st
+			}
+		}
+		r.setCallStatus(sid, status)
 		r.writeCall(w, sid, status)
 	default:
 		writeError(w, http.StatusMethodNotAllowed, 20004, "Method not allowed")
 	}
+}
+
+// setUpdater installs the simulator's call-update player (nil removes it).
+func (r *REST) setUpdater(u callUpdater) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.updater = u
+}
+
+// setCallStatus sets the status GET reports for a call.
+func (r *REST) setCallStatus(sid, status string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.calls[sid] = status
 }
 
 // writeCall answers with a call resource.

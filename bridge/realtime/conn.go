@@ -127,11 +127,8 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 	ws, resp, err := d.DialContext(ctx, u.String(), AuthHeader(u.Hostname(), cfg.APIKey))
 	if err != nil {
 		if resp != nil {
-			// The body of a refused handshake says why (bad key, unknown
-			// model); it holds no secret of ours.
-			body, _ := io.ReadAll(io.LimitReader(resp.Body, 300))
-			resp.Body.Close()
-			return nil, fmt.Errorf("realtime: dial %s%s: %w (HTTP %d: %s)", u.Host, u.Path, err, resp.StatusCode, strings.TrimSpace(string(body)))
+			why := refusal(resp)
+			return nil, fmt.Errorf("realtime: dial %s%s: %w (HTTP %d%s)", u.Host, u.Path, err, resp.StatusCode, why)
 		}
 		return nil, fmt.Errorf("realtime: dial %s%s: %w", u.Host, u.Path, err)
 	}
@@ -152,6 +149,34 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 		return ws.SetReadDeadline(time.Now().Add(c.idleTimeout))
 	})
 	return c, nil
+}
+
+// refusal returns the error type and code of a refused handshake's JSON
+// body (e.g. ": invalid_request_error invalid_api_key"). The message is left
+// out: OpenAI quotes part of a wrong key in it.
+func refusal(resp *http.Response) string {
+	defer resp.Body.Close()
+	var body struct {
+		Error struct {
+			Type string `json:"type"`
+			Code string `json:"code"`
+		} `json:"error"`
+	}
+	if json.NewDecoder(io.LimitReader(resp.Body, 4096)).Decode(&body) != nil {
+		return ""
+	}
+	why := strings.TrimSpace(clip(body.Error.Type, 60) + " " + clip(body.Error.Code, 60))
+	if why == "" {
+		return ""
+	}
+	return ": " + why
+}
+
+func clip(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
 }
 
 // Read reads the next text message into buf (reused; grown as needed) and

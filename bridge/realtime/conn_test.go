@@ -77,7 +77,7 @@ func echoServer(t *testing.T, serve func(ws *websocket.Conn)) (*httptest.Server,
 	up := websocket.Upgrader{}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Query().Get("model") == "refuse" {
-			http.Error(w, `{"error":{"code":"invalid_api_key"}}`, http.StatusUnauthorized)
+			http.Error(w, `{"error":{"type":"invalid_request_error","code":"invalid_api_key","message":"Incorrect API key provided: sk-sec***ret."}}`, http.StatusUnauthorized)
 			return
 		}
 		reqs <- r
@@ -140,7 +140,7 @@ func TestDialRefused(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "HTTP 401") || !strings.Contains(err.Error(), "invalid_api_key") {
 		t.Fatalf("err = %v", err)
 	}
-	if strings.Contains(err.Error(), "sk-secret") {
+	if strings.Contains(err.Error(), "sk-sec") {
 		t.Fatal("the key leaked into the error")
 	}
 }
