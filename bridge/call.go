@@ -61,6 +61,10 @@ type call struct {
 	frames  streamFrames  // set at start, before any model reader runs
 	markSeq atomic.Uint64 // mark names; advanced by the model reader
 
+	// sid is the call SID once the stream is accepted, for Server.deliver;
+	// written by the loop, read by any goroutine.
+	sid atomic.Pointer[string]
+
 	// Set by the loop before done is closed, read by the Twilio writer after.
 	closeCode int
 	closeText string
@@ -88,9 +92,13 @@ type call struct {
 	respActive bool
 	respWanted bool // a response.create waits for the active response to end
 	toolCalls  map[string]bool
-	hangup     hangupState
-	transfer   bool // a transfer request is in flight
-	transferOK bool // a transfer was started: Twilio's stop is its effect
+	hangup     speechWait
+	byOperator bool            // the hang-up was an operator's, not the agent's end_call
+	xferWait   speechWait      // a transfer waiting for the announcement to play
+	xferReq    TransferRequest // the transfer xferWait is for
+	xferCallID string          // its tool call, "" for DTMF or operator
+	transfer   bool            // a transfer request is in flight (waiting or sent)
+	transferOK bool            // a transfer was started: Twilio's stop is its effect
 	endReason  string
 	anomalies  map[string]int
 	framesIn   int
@@ -154,6 +162,8 @@ func (c *call) run() {
 				zap.Duration("timeout", c.cfg.StartTimeout))
 		case <-c.hangup.timerC():
 			c.hangupNow("goodbye wait timed out")
+		case <-c.xferWait.timerC():
+			c.transferNow("announcement wait timed out")
 		}
 	}
 	c.teardown()
@@ -165,7 +175,7 @@ func (c *call) end(reason string) {
 		return
 	}
 	if c.hangup.started && (reason == ReasonCallerHangup || reason == ReasonTwilioDisconnected) {
-		reason = ReasonAgentHangup // Twilio's stop is the effect of our hang-up
+		reason = c.hangupReason() // Twilio's stop is the effect of our hang-up
 	}
 	c.endReason = reason
 }
@@ -196,6 +206,7 @@ func (c *call) teardown() {
 	}
 	c.wg.Wait()
 	c.hangup.stop()
+	c.xferWait.stop()
 	for _, f := range c.held.drain() {
 		c.srv.pool.put(f.buf)
 	}

@@ -46,7 +46,7 @@ func (c *call) onSpeechStarted() {
 	c.srv.metrics.bargeIns.Inc()
 	c.record(session.EventBargeIn, fmt.Sprintf("audio_end_ms=%d item=%s", cuts[0].audioEndMs, cuts[0].item))
 	c.log.Info("barge-in", zap.String("item", cuts[0].item), zap.Int("audio_end_ms", cuts[0].audioEndMs))
-	c.checkHangup()
+	c.checkWaits()
 }
 
 func (c *call) onResponseDone() {
@@ -55,11 +55,9 @@ func (c *call) onResponseDone() {
 		c.respWanted = false
 		c.toModelJSON(realtime.CreateResponse(""))
 	}
-	if c.hangup.pending && !c.hangup.afterDone {
-		c.hangup.afterDone = true
-		c.hangup.reset(c.cfg.HangupWait)
-		c.checkHangup()
-	}
+	c.hangup.responseDone(c.cfg.HangupWait)
+	c.xferWait.responseDone(c.cfg.HangupWait)
+	c.checkWaits()
 }
 
 // requestResponse asks the model to speak, after the active response if any
@@ -112,8 +110,11 @@ func (c *call) toolOutput(callID, output string) {
 	c.requestResponse()
 }
 
-// startTransfer runs the Transferer off the loop. callID is the tool call
-// to answer, or "" for a DTMF transfer.
+// startTransfer hands the call to d once the agent's current speech (the
+// announcement, "transferring you to the front desk") has finished playing:
+// the response carrying it done and the mark of its last audio echoed, each
+// wait bounded by HangupWait. callID is the tool call to answer, or "" for a
+// DTMF or operator transfer.
 func (c *call) startTransfer(d Destination, via, callID string) {
 	if c.srv.deps.Transfers == nil {
 		c.log.Info("transfer requested (transfers not enabled)", zap.String("destination", d.Name), zap.String("via", via))
@@ -130,9 +131,23 @@ func (c *call) startTransfer(d Destination, via, callID string) {
 		return
 	}
 	c.transfer = true
-	req := TransferRequest{CallSID: c.callSID, ChannelID: c.claims.ChannelID, AgentID: c.claims.AgentID, Destination: d, Via: via}
-	c.log.Info("transfer requested", zap.String("destination", d.Name), zap.String("via", via))
-	timeout := c.cfg.StoreTimeout
+	c.xferReq = TransferRequest{CallSID: c.callSID, ChannelID: c.claims.ChannelID, AgentID: c.claims.AgentID, Destination: d, Via: via}
+	c.xferCallID = callID
+	c.log.Info("transfer requested; waiting for the announcement to finish", zap.String("destination", d.Name), zap.String("via", via))
+	c.xferWait.begin(c.respActive, c.cfg.HangupWait)
+	c.checkWaits()
+}
+
+// transferNow calls the Transferer off the loop, once the announcement has
+// played (or its wait timed out).
+func (c *call) transferNow(why string) {
+	if c.xferWait.started {
+		return
+	}
+	c.xferWait.started = true
+	c.xferWait.stop()
+	req, callID, timeout := c.xferReq, c.xferCallID, c.cfg.StoreTimeout
+	c.log.Info("transferring", zap.String("destination", req.Destination.Name), zap.String("via", req.Via), zap.String("why", why))
 	c.async(func(ctx context.Context) func() {
 		// Not cancelled with the call: Twilio stops the stream as a
 		// result of the transfer, possibly before the request returns.
@@ -145,6 +160,7 @@ func (c *call) startTransfer(d Destination, via, callID string) {
 
 func (c *call) onTransferDone(req TransferRequest, callID string, err error) {
 	c.transfer = false
+	c.xferWait = speechWait{}
 	if err != nil {
 		c.log.Warn("transfer failed", zap.String("destination", req.Destination.Name), zap.Error(err))
 		if callID != "" {
@@ -229,53 +245,79 @@ func (c *call) addTurn(role, text string) {
 	c.writer.push(func(s *session.Session) { s.AddTurn(now, role, text) })
 }
 
-// hangupState is end_call's wait for the goodbye to finish playing.
-type hangupState struct {
-	pending   bool // end_call received
+// speechWait is an action (end_call's hang-up, a transfer) waiting for the
+// agent's current speech to finish playing: first the response that carries
+// it done (bounded by twice the wait), then its last mark echoed (bounded by
+// the wait).
+type speechWait struct {
+	pending   bool // the action was asked for
 	afterDone bool // the response that carried it is done
-	started   bool // the hang-up is under way
+	started   bool // the action is under way
 	timer     *time.Timer
 }
 
-func (h *hangupState) reset(d time.Duration) {
-	if h.timer == nil {
-		h.timer = time.NewTimer(d)
+// begin starts waiting; respActive says whether a response is still running.
+func (w *speechWait) begin(respActive bool, d time.Duration) {
+	w.pending = true
+	if respActive {
+		w.reset(2 * d)
 		return
 	}
-	h.timer.Reset(d)
+	w.afterDone = true
+	w.reset(d)
 }
 
-func (h *hangupState) timerC() <-chan time.Time {
-	if h.timer == nil || h.started {
+// responseDone moves on to waiting for the playout to drain.
+func (w *speechWait) responseDone(d time.Duration) {
+	if w.pending && !w.afterDone {
+		w.afterDone = true
+		w.reset(d)
+	}
+}
+
+// ready reports whether the action may run now that playout is idle or not.
+func (w *speechWait) ready(idle bool) bool {
+	return w.pending && w.afterDone && !w.started && idle
+}
+
+func (w *speechWait) reset(d time.Duration) {
+	if w.timer == nil {
+		w.timer = time.NewTimer(d)
+		return
+	}
+	w.timer.Reset(d)
+}
+
+func (w *speechWait) timerC() <-chan time.Time {
+	if w.timer == nil || w.started {
 		return nil
 	}
-	return h.timer.C
+	return w.timer.C
 }
 
-func (h *hangupState) stop() {
-	if h.timer != nil {
-		h.timer.Stop()
+func (w *speechWait) stop() {
+	if w.timer != nil {
+		w.timer.Stop()
 	}
 }
 
-// startHangup waits for the goodbye: the response done (bounded by twice
-// HangupWait), then its last mark echoed (bounded by HangupWait).
+// startHangup hangs up once the goodbye has played.
 func (c *call) startHangup() {
 	if c.hangup.pending {
 		return
 	}
-	c.hangup.pending = true
-	c.hangup.reset(2 * c.cfg.HangupWait)
-	if !c.respActive {
-		c.hangup.afterDone = true
-		c.hangup.reset(c.cfg.HangupWait)
-		c.checkHangup()
-	}
+	c.hangup.begin(c.respActive, c.cfg.HangupWait)
+	c.checkWaits()
 }
 
-func (c *call) checkHangup() {
-	if c.hangup.pending && c.hangup.afterDone && !c.hangup.started && c.play.idle() {
+// checkWaits runs the actions whose speech has finished playing.
+func (c *call) checkWaits() {
+	idle := c.play.idle()
+	if c.hangup.ready(idle) {
 		c.hangupNow("goodbye played")
+	}
+	if c.xferWait.ready(idle) {
+		c.transferNow("announcement played")
 	}
 }
 
@@ -290,7 +332,7 @@ func (c *call) hangupNow(why string) {
 	calls := c.srv.deps.Calls
 	if calls == nil {
 		c.log.Warn("end_call: no call control configured; closing the stream only")
-		c.end(ReasonAgentHangup)
+		c.end(c.hangupReason())
 		return
 	}
 	callSID, timeout := c.callSID, c.cfg.StoreTimeout
@@ -302,7 +344,43 @@ func (c *call) hangupNow(why string) {
 			if err != nil {
 				c.log.Warn("hang-up request failed; closing the stream", zap.Error(err))
 			}
-			c.end(ReasonAgentHangup)
+			c.end(c.hangupReason())
 		}
 	})
+}
+
+// hangupReason is the end reason of a hang-up we asked for.
+func (c *call) hangupReason() string {
+	if c.byOperator {
+		return ReasonOperatorHangup
+	}
+	return ReasonAgentHangup
+}
+
+// operatorTransfer is an operator's transfer request (POST
+// /v1/calls/{sid}/transfer on any pod), delivered to the call's owner.
+func (c *call) operatorTransfer(name string) {
+	if c.phase != live {
+		c.log.Warn("operator transfer ignored: the call is not live")
+		return
+	}
+	d, ok := c.agent.Destination(name)
+	if !ok {
+		c.log.Warn("operator transfer to an unknown destination refused", zap.String("destination", clip(name, 80)))
+		c.record(session.EventTransferFailed, "refused unknown destination "+clip(name, 80)+" (via operator)")
+		return
+	}
+	c.record(session.EventOperator, "transfer to "+d.Name+" requested")
+	c.startTransfer(d, ViaOperator, "")
+}
+
+// operatorHangup ends the call at once through Twilio's REST API.
+func (c *call) operatorHangup() {
+	if c.phase != live || c.hangup.started {
+		return
+	}
+	c.byOperator = true
+	c.hangup.pending, c.hangup.afterDone = true, true
+	c.record(session.EventOperator, "hang-up requested")
+	c.hangupNow("operator request")
 }

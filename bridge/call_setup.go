@@ -129,6 +129,8 @@ func (c *call) onSetup(r setupResult) {
 func (c *call) accept(agent Agent, sess *session.Session) {
 	c.accepted = true
 	c.phase = live
+	sid := c.callSID
+	c.sid.Store(&sid)
 	c.agent = agent
 	resumed := false
 	if sess != nil {

@@ -183,7 +183,7 @@ func (c *call) onTwilio(m twilioMsg) {
 			return
 		}
 		c.play.echo(m.seq, c.now())
-		c.checkHangup()
+		c.checkWaits()
 	case twDTMF:
 		c.onDigit(m.text)
 	case twStart:

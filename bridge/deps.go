@@ -109,8 +109,9 @@ func (a *Agent) Destination(name string) (Destination, bool) {
 
 // How a transfer was asked for (session.Transfer.Via).
 const (
-	ViaTool = "tool"
-	ViaDTMF = "dtmf"
+	ViaTool     = "tool"
+	ViaDTMF     = "dtmf"
+	ViaOperator = "operator"
 )
 
 // TransferRequest asks to transfer a live call to one of its agent's
@@ -120,7 +121,7 @@ type TransferRequest struct {
 	ChannelID   string
 	AgentID     string
 	Destination Destination
-	Via         string // ViaTool or ViaDTMF
+	Via         string // ViaTool, ViaDTMF or ViaOperator
 }
 
 // End reasons recorded on the session (session.Session.EndReason).
@@ -129,5 +130,6 @@ const (
 	ReasonTwilioDisconnected = "twilio_disconnected"
 	ReasonModelDropped       = "model_dropped"
 	ReasonAgentHangup        = "agent_hangup"
+	ReasonOperatorHangup     = "operator_hangup"
 	ReasonShutdown           = "shutdown"
 )

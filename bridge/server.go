@@ -234,6 +234,50 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c.run()
 }
 
+// TransferCall asks the call with callSID, when this server holds its
+// stream, to transfer to the agent's destination called name once the
+// agent's current speech has played (an operator's request). It reports
+// whether the call is here.
+func (s *Server) TransferCall(callSID, name string) bool {
+	return s.deliver(callSID, func(c *call) { c.operatorTransfer(name) })
+}
+
+// HangupCall ends the call with callSID at once, when this server holds its
+// stream (an operator's request). It reports whether the call is here.
+func (s *Server) HangupCall(callSID string) bool {
+	return s.deliver(callSID, (*call).operatorHangup)
+}
+
+// deliver runs f on the loop of the call with callSID. The call loop is the
+// only owner of a call's state, so operator requests go through it.
+func (s *Server) deliver(callSID string, f func(*call)) bool {
+	var target *call
+	s.mu.Lock()
+	for c := range s.calls {
+		if p := c.sid.Load(); p != nil && *p == callSID {
+			target = c
+			break
+		}
+	}
+	s.mu.Unlock()
+	if target == nil {
+		return false
+	}
+	t := time.NewTimer(deliverTimeout)
+	defer t.Stop()
+	select {
+	case target.results <- func() { f(target) }:
+		return true
+	case <-target.done:
+	case <-t.C:
+		s.log.Warn("operator request not delivered: call loop busy", zap.String("call_sid", callSID))
+	}
+	return false
+}
+
+// deliverTimeout bounds the hand-over of an operator request to a call loop.
+const deliverTimeout = 2 * time.Second
+
 // Shutdown stops accepting streams and waits for the calls to end until ctx
 // is done; then it ends the remaining calls with reason shutdown, waits for
 // them to close and returns ctx's error.

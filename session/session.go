@@ -94,6 +94,7 @@ const (
 	EventTransferred     = "transferred"
 	EventResumed         = "resumed"
 	EventStreamStopped   = "stream_stopped"
+	EventOperator        = "operator"
 	EventEnded           = "ended"
 )
 

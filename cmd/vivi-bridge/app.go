@@ -111,7 +111,12 @@ func newApp(base context.Context, c config, log *zap.Logger, d appDeps) (*app, e
 	mux := http.NewServeMux()
 	hooks.Register(mux)
 	br.Register(mux)
-	channel.NewAPI(channel.APIConfig{AdminToken: c.AdminToken, Logger: log.Named("admin")}, prov).Register(mux)
+	admin := channel.NewAPI(channel.APIConfig{AdminToken: c.AdminToken, Logger: log.Named("admin")}, prov)
+	admin.Register(mux)
+	admin.RegisterCalls(mux, st, commander{st})
+	if err := listenCommands(base, st, podID, br, log.Named("commands")); err != nil {
+		return nil, err
+	}
 	h := &health{ping: st.Ping}
 	h.register(mux)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
