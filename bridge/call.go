@@ -235,7 +235,7 @@ func (c *call) endMutation(reason string, now time.Time) mutation {
 			return
 		}
 		if s.State == session.Transferring && (reason == ReasonCallerHangup || reason == ReasonTwilioDisconnected) {
-			s.Record(now, session.EventStreamStopped, reason)
+			s.Record(now, session.EventStreamStopped, "stopped by Twilio for the transfer")
 			return
 		}
 		s.End(reason, now)

@@ -134,6 +134,7 @@ type Twilio struct {
 	mu     sync.Mutex
 	closed bool
 	calls  map[string]*SimCall // live calls by call SID
+	ended  map[string]struct{} // SIDs of answered calls that have ended
 	refer  func(callSID, referTo string) ReferOutcome
 }
 
@@ -156,6 +157,7 @@ func NewTwilio(cfg SimConfig) *Twilio {
 		log:       cfg.Logger,
 		domainSID: "SD" + randomHex(),
 		calls:     map[string]*SimCall{},
+		ended:     map[string]struct{}{},
 	}
 	t.bridge, t.public, t.cfgErr = parseSimURLs(cfg.BridgeURL, cfg.PublicURL)
 	if t.client == nil {
@@ -274,8 +276,13 @@ func clipBody(b []byte) string {
 func (t *Twilio) applyUpdate(callSID string, form url.Values) (string, *apiError, bool) {
 	t.mu.Lock()
 	c := t.calls[callSID]
+	_, ended := t.ended[callSID]
 	t.mu.Unlock()
-	if c == nil {
+	notLive := &apiError{http.StatusBadRequest, 21220, "Call is not in-progress. Cannot redirect."}
+	switch {
+	case ended:
+		return "", notLive, true
+	case c == nil:
 		return "", nil, false
 	}
 	cmd, err := parseUpdate(form)
@@ -283,7 +290,7 @@ func (t *Twilio) applyUpdate(callSID string, form url.Values) (string, *apiError
 		return "", &apiError{http.StatusBadRequest, 12100, "Document parse failure: " + err.Error()}, true
 	}
 	if c.Outcome() != "" {
-		return "", &apiError{http.StatusBadRequest, 21220, "Call is not in-progress. Cannot redirect."}, true
+		return "", notLive, true
 	}
 	select {
 	case c.cmds <- cmd:
@@ -330,8 +337,12 @@ func (t *Twilio) register(c *SimCall) error {
 	return nil
 }
 
-func (t *Twilio) unregister(sid string) {
+// unregister forgets a live call; ended marks it as over for the REST fake.
+func (t *Twilio) unregister(sid string, ended bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if _, live := t.calls[sid]; live && ended {
+		t.ended[sid] = struct{}{}
+	}
 	delete(t.calls, sid)
 }

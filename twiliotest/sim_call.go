@@ -141,7 +141,7 @@ func (t *Twilio) PlaceCall(ctx context.Context, p CallParams) (*SimCall, error) 
 		}
 		c.answered = time.Now()
 		if err := c.openStream(ctx, plan); err != nil {
-			t.unregister(c.sid)
+			t.unregister(c.sid, false)
 			return nil, fmt.Errorf("twiliotest: place call %s: %w", c.sid, err)
 		}
 		t.rest.setCallStatus(c.sid, "in-progress")

@@ -27,7 +27,15 @@ func (c *SimCall) run() {
 		case cmd := <-c.cmds:
 			c.apply(cmd)
 		case <-streamDone:
-			c.streamEnded()
+			select {
+			case cmd := <-c.cmds:
+				// An update accepted before the socket ended (the bridge
+				// closes it after its REST call) replaced the <Connect>:
+				// its action is not requested.
+				c.apply(cmd)
+			default:
+				c.streamEnded()
+			}
 		}
 	}
 }
@@ -304,7 +312,7 @@ func (c *SimCall) end(outcome string, postStatus bool) {
 		target, _ := url.Parse(c.t.public.String() + callStatusPath)
 		c.callback(c.t.ctx, "call-status completed", target, form)
 	}
-	c.t.unregister(c.sid)
+	c.t.unregister(c.sid, true)
 	if outcome != OutcomeRejected {
 		c.t.rest.setCallStatus(c.sid, "completed")
 	}

@@ -74,7 +74,8 @@ type Conn struct {
 	active       *response
 	queue        []queued // scripted responses waiting for the active one
 	greeted      bool     // the first response.create has been answered
-	lastUserText string   // last transcript, user text or function output
+	lastUserText string   // last transcript, user or system text, or function output
+	seeded       bool     // the client created conversation items (a resumed call)
 	userItem     string   // user item of the current or last speech turn
 	vad          vadState
 	truncations  []Truncation

@@ -237,7 +237,7 @@ func (c *Conn) onItemCreate(h header, data []byte) {
 				"'user', 'system', and 'assistant'.", it["role"]), "item.role")
 			return
 		}
-		if role == "user" {
+		if role == "user" || role == "system" {
 			userText = inputText(it["content"])
 		}
 	case "function_call":
@@ -260,6 +260,7 @@ func (c *Conn) onItemCreate(h header, data []byte) {
 	}
 	c.items[id] = &item{raw: it}
 	c.lastItemID = id
+	c.seeded = true
 	if userText != "" {
 		c.lastUserText = userText
 	}
@@ -348,12 +349,14 @@ func (c *Conn) onResponseCreate(h header) {
 		c.mu.Unlock()
 		return
 	}
-	first := !c.greeted
+	// The greeting answers the first response of a fresh conversation; a
+	// conversation seeded with items (a resumed call) gets a Reply.
+	first := !c.greeted && !c.seeded
 	c.greeted = true
 	userText := c.lastUserText
 	c.mu.Unlock()
 
-	spec := Response{Audio: c.opts.Greeting, Transcript: "greeting"}
+	spec := Response{Audio: c.opts.Greeting, Transcript: c.opts.GreetingTranscript}
 	if !first {
 		spec = c.opts.Reply(c, userText)
 	}

@@ -66,6 +66,8 @@ type Options struct {
 	// Greeting is the μ-law audio spoken as the response to the first
 	// response.create of a connection; nil means Pattern(1600) (200 ms).
 	Greeting []byte
+	// GreetingTranscript is the greeting's output transcript; default "greeting".
+	GreetingTranscript string
 	// ChunkBytes is the audio size of one response.output_audio.delta; default 800 (100 ms).
 	ChunkBytes int
 	// ChunkInterval paces the deltas of a response; 0 sends them as fast as
@@ -102,6 +104,9 @@ type Options struct {
 func (o Options) withDefaults() Options {
 	if o.APIKey == "" {
 		o.APIKey = DefaultAPIKey
+	}
+	if o.GreetingTranscript == "" {
+		o.GreetingTranscript = "greeting"
 	}
 	if o.Greeting == nil {
 		o.Greeting = Pattern(defaultGreeting)
