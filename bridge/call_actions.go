@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -95,6 +96,7 @@ func (c *call) onToolCall(callID, name, args string) {
 		d, ok := c.agent.Destination(a.Destination)
 		if !ok {
 			c.log.Info("transfer_call to an unknown destination refused", zap.String("destination", clip(a.Destination, 80)))
+			c.record(session.EventTransferFailed, "refused unknown destination "+strconv.Quote(clip(a.Destination, 80))+" (via tool)")
 			c.toolOutput(callID, `{"ok":false,"error":"unknown destination"}`)
 			return
 		}

@@ -129,8 +129,8 @@ func (c *call) onSetup(r setupResult) {
 func (c *call) accept(agent Agent, sess *session.Session) {
 	c.accepted = true
 	c.phase = live
-	sid := c.callSID
-	c.sid.Store(&sid)
+	callSID := c.callSID // a copy: the pointer is shared with other goroutines
+	c.sid.Store(&callSID)
 	c.agent = agent
 	resumed := false
 	if sess != nil {

@@ -78,7 +78,7 @@ type caller struct {
 	failure    atomic.Pointer[string]
 
 	sent, echoed, agentFrames, marksEchoed, clears atomic.Int64
-	dup, misrouted, stale, other                  atomic.Int64
+	dup, misrouted, stale, other                   atomic.Int64
 }
 
 func (c *caller) fail(format string, args ...any) {

@@ -86,6 +86,14 @@ type e2e struct {
 	target string // pod the load balancer sends to
 	pods   map[string]*e2ePod
 	yaml   string
+	// currentStream is the stream the REST watcher looks at.
+	currentStream *twiliotest.Call
+}
+
+func (e *e2e) setStream(c *twiliotest.Call) {
+	e.mu.Lock()
+	e.currentStream = c
+	e.mu.Unlock()
 }
 
 type e2ePod struct {
