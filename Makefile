@@ -43,5 +43,17 @@ fuzz: ## a short run of every fuzz target
 	$(GO) test ./twiml -run '^$$' -fuzz FuzzParseExtension -fuzztime 20s
 	$(GO) test ./twiml -run '^$$' -fuzz FuzzVoiceForm -fuzztime 20s
 
-bench: redis ## per-frame benchmarks and callsim runs, written to BENCHMARKS.md
-	$(GO) test -run '^$$' -bench . -benchmem ./bridge/...
+BENCH_CALLS ?= 100 300 500 1000
+BENCH_HOLD  ?= 30s
+bench: ## per-frame Go benchmarks and callsim runs at $(BENCH_CALLS) calls, written to BENCHMARKS.md
+	@mkdir -p bin/bench
+	$(GO) test -run '^$$' -bench . -benchmem ./bridge/... | tee bin/bench/go.txt
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN) ./cmd/vivi-bridge
+	CGO_ENABLED=0 $(GO) build -trimpath -o bin/callsim ./cmd/callsim
+	@rm -f bin/bench/calls-*.json
+	@for n in $(BENCH_CALLS); do \
+	  cmd="bin/callsim -bridge-bin $(BIN) -calls $$n -ramp $$((n / 50 + 2))s -duration $(BENCH_HOLD) -json"; \
+	  echo "$$cmd"; $$cmd > bin/bench/calls-$$n.json || exit 1; \
+	done
+	bin/callsim markdown -o BENCHMARKS.md -go bin/bench/go.txt bin/bench/calls-*.json
+	@echo "bench: results in BENCHMARKS.md (raw JSON in bin/bench/)"

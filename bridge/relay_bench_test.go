@@ -39,6 +39,7 @@ type rawWS struct {
 	client bool
 	wbuf   []byte
 	rbuf   []byte
+	hdr    [8]byte // a field: a local array would escape through io.ReadFull
 }
 
 func newRawWS(ws *websocket.Conn, client bool) *rawWS {
@@ -78,25 +79,25 @@ func (w *rawWS) write(msgs ...[]byte) error {
 // read returns the next text message; control frames are skipped.
 func (w *rawWS) read() ([]byte, error) {
 	for {
-		var h [2]byte
-		if _, err := io.ReadFull(w.br, h[:]); err != nil {
+		h := w.hdr[:2]
+		if _, err := io.ReadFull(w.br, h); err != nil {
 			return nil, err
 		}
 		n := int(h[1] & 0x7f)
 		switch n {
 		case 126:
-			var ext [2]byte
-			if _, err := io.ReadFull(w.br, ext[:]); err != nil {
+			ext := w.hdr[2:4]
+			if _, err := io.ReadFull(w.br, ext); err != nil {
 				return nil, err
 			}
 			n = int(ext[0])<<8 | int(ext[1])
 		case 127:
 			return nil, errors.New("rawWS: frame too large")
 		}
-		var key [4]byte
+		key := w.hdr[4:8]
 		masked := h[1]&0x80 != 0
 		if masked {
-			if _, err := io.ReadFull(w.br, key[:]); err != nil {
+			if _, err := io.ReadFull(w.br, key); err != nil {
 				return nil, err
 			}
 		}
@@ -112,12 +113,12 @@ func (w *rawWS) read() ([]byte, error) {
 				p[i] ^= key[i&3]
 			}
 		}
-		switch op := h[0] & 0x0f; {
+		switch op := w.hdr[0] & 0x0f; {
 		case op == 0x8:
 			return nil, io.EOF
 		case op >= 0x8: // ping, pong
 			continue
-		case h[0]&0x80 == 0:
+		case w.hdr[0]&0x80 == 0:
 			return nil, errors.New("rawWS: fragmented message")
 		}
 		return p, nil

@@ -41,7 +41,9 @@ func (f targetsFunc) Target(ctx context.Context, ch, ag, dest string) (Target, e
 
 type callsFunc func(ctx context.Context, sid, twiml string) error
 
-func (f callsFunc) UpdateTwiML(ctx context.Context, sid, twiml string) error { return f(ctx, sid, twiml) }
+func (f callsFunc) UpdateTwiML(ctx context.Context, sid, twiml string) error {
+	return f(ctx, sid, twiml)
+}
 
 func newService(t *testing.T, calls callsFunc) (*Service, *memSessions) {
 	t.Helper()

@@ -3,9 +3,11 @@
 package transfer
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -55,8 +57,11 @@ func NewTwilio(cfg TwilioConfig) (*Twilio, error) {
 	c := &client.Client{
 		Credentials: client.NewCredentials(cfg.AccountSID, cfg.AuthToken),
 		HTTPClient: &http.Client{
-			Transport: rt,
-			Timeout:   cfg.Timeout,
+			// The timeout lives in the transport, which also reads every
+			// answer whole: twilio-go never closes the body of an error
+			// answer, which would hold a connection (and, with
+			// http.Client.Timeout, a goroutine) until the timeout.
+			Transport: bufferedTransport{next: rt, timeout: cfg.Timeout},
 			CheckRedirect: func(*http.Request, []*http.Request) error {
 				return http.ErrUseLastResponse
 			},
@@ -89,6 +94,33 @@ func (t *Twilio) UpdateTwiML(ctx context.Context, callSID, twiml string) error {
 		return fmt.Errorf("twilio: update call %s: %w", callSID, err)
 	}
 	return nil
+}
+
+// maxAnswer bounds a REST answer; Twilio's are small JSON documents.
+const maxAnswer = 1 << 20
+
+// bufferedTransport bounds each request by timeout and hands back the answer
+// read whole and closed, so nothing stays open whatever the caller does with
+// the body.
+type bufferedTransport struct {
+	next    http.RoundTripper
+	timeout time.Duration
+}
+
+func (b bufferedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	ctx, cancel := context.WithTimeout(req.Context(), b.timeout)
+	defer cancel()
+	resp, err := b.next.RoundTrip(req.WithContext(ctx))
+	if err != nil {
+		return nil, err
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer))
+	resp.Body.Close()
+	if err != nil {
+		return nil, fmt.Errorf("twilio: read answer: %w", err)
+	}
+	resp.Body = io.NopCloser(bytes.NewReader(body))
+	return resp, nil
 }
 
 // rewriteHost sends requests meant for api.twilio.com to another origin.
