@@ -79,6 +79,10 @@ type Bridge struct {
 	AllocsPerFrame     float64 `json:"allocsPerRelayedFrame"` // -1: /metrics unreadable
 	FramesRelayed      float64 `json:"framesRelayed"`
 	Goroutines         float64 `json:"goroutines"`
+	// HeapInuseMiB and StackInuseMiB are the Go runtime's own view at the
+	// end of the hold (heap spans in use, goroutine stacks).
+	HeapInuseMiB  float64 `json:"heapInuseMiB"`
+	StackInuseMiB float64 `json:"stackInuseMiB"`
 }
 
 // LoadTool is what callsim itself cost over the hold.
@@ -173,6 +177,7 @@ func (l *load) fill(rep *Report, h holdResult) {
 			b.AllocsPerFrame = (h.metric.mallocs - h.metrics0.mallocs) / b.FramesRelayed
 		}
 		b.Goroutines = h.metric.goroutines
+		b.HeapInuseMiB, b.StackInuseMiB = h.metric.heapInuse/(1<<20), h.metric.stackInuse/(1<<20)
 	}
 	rep.LoadTool = LoadTool{CPUSeconds: h.self.Seconds(), CoresUsed: h.self.Seconds() / h.wall.Seconds(),
 		LateFrames: l.lateFrames.Load()}
@@ -209,7 +214,8 @@ func (r *Report) WriteTable(w io.Writer) error {
 	b := r.Bridge
 	p("bridge cpu\t%.2f s (%.2f s kernel) over %.0f call-s: %.3f ms per call-second, %.3f s per call-minute, %.2f cores",
 		b.CPUSeconds, b.SysSeconds, b.CallSeconds, b.CPUMsPerCallSecond, b.CPUSPerCallMinute, b.CoresUsed)
-	p("bridge rss\t%.1f MiB idle, %.1f MiB peak: %.1f KiB per call", b.RSSIdleMiB, b.RSSPeakMiB, b.RSSPerCallKiB)
+	p("bridge rss\t%.1f MiB idle, %.1f MiB peak: %.1f KiB per call (Go heap in use %.1f MiB, stacks %.1f MiB)",
+		b.RSSIdleMiB, b.RSSPeakMiB, b.RSSPerCallKiB, b.HeapInuseMiB, b.StackInuseMiB)
 	if b.AllocsPerFrame >= 0 {
 		p("bridge allocations\t%.2f per relayed frame (%.0f frames, %.0f goroutines)", b.AllocsPerFrame, b.FramesRelayed, b.Goroutines)
 	}

@@ -304,6 +304,8 @@ type bridgeMetrics struct {
 	mallocs    float64
 	frames     float64 // both directions
 	goroutines float64
+	heapInuse  float64 // bytes
+	stackInuse float64 // bytes
 }
 
 // scrapeMetrics reads a few series of GET /metrics (Prometheus text format).
@@ -340,6 +342,10 @@ func scrapeMetrics(ctx context.Context, base string) bridgeMetrics {
 			m.mallocs, m.ok = v, true
 		case name == "go_goroutines":
 			m.goroutines = v
+		case name == "go_memstats_heap_inuse_bytes":
+			m.heapInuse = v
+		case name == "go_memstats_stack_inuse_bytes":
+			m.stackInuse = v
 		case strings.HasPrefix(name, "vivi_bridge_frames_relayed_total{"):
 			m.frames += v
 		}

@@ -198,7 +198,7 @@ func TestOperatorTransferFromOtherPod(t *testing.T) {
 	e.setStream(stream)
 	e.waitSession(call.CallSID(), "streaming on A", func(s *session.Session) bool { return s.State == session.Streaming && s.PodID == "pod-a" })
 
-	status, body := adminPost(t, b.url+"/v1/calls/"+call.CallSID()+"/transfer", `{"destination":"Billing"}`)
+	status, body := adminDo(t, "POST", b.url+"/v1/calls/"+call.CallSID()+"/transfer", `{"destination":"Billing"}`)
 	if status != http.StatusAccepted {
 		t.Fatalf("transfer: %d %s", status, body)
 	}
@@ -210,7 +210,7 @@ func TestOperatorTransferFromOtherPod(t *testing.T) {
 	if s.Transfers[0].Via != "operator" || s.Transfers[0].Destination != "Billing" {
 		t.Fatalf("transfers %+v", s.Transfers)
 	}
-	if status, body := adminPost(t, b.url+"/v1/calls/"+call.CallSID()+"/transfer", `{"destination":"Billing"}`); status != http.StatusConflict {
+	if status, body := adminDo(t, "POST", b.url+"/v1/calls/"+call.CallSID()+"/transfer", `{"destination":"Billing"}`); status != http.StatusConflict {
 		t.Fatalf("transfer of a transferred call: %d %s", status, body)
 	}
 }
@@ -223,7 +223,7 @@ func TestOperatorHangupFromOtherPod(t *testing.T) {
 	call := e.place("203.0.113.10")
 	e.streamAndModel(call, 1)
 	e.waitSession(call.CallSID(), "streaming", func(s *session.Session) bool { return s.State == session.Streaming })
-	if status, body := adminPost(t, b.url+"/v1/calls/"+call.CallSID()+"/hangup", ``); status != http.StatusAccepted {
+	if status, body := adminDo(t, "POST", b.url+"/v1/calls/"+call.CallSID()+"/hangup", ``); status != http.StatusAccepted {
 		t.Fatalf("hangup: %d %s", status, body)
 	}
 	<-call.Done()
@@ -342,21 +342,6 @@ func TestReferStatusBadSignature(t *testing.T) {
 		t.Fatalf("session changed: %+v", after)
 	}
 	call.Hangup(e.ctx)
-}
-
-func adminPost(t *testing.T, u, body string) (int, string) {
-	t.Helper()
-	req, _ := http.NewRequest(http.MethodPost, u, strings.NewReader(body))
-	req.Header.Set("Authorization", "Bearer "+e2eAdmin)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var b bytes.Buffer
-	b.ReadFrom(resp.Body)
-	return resp.StatusCode, b.String()
 }
 
 func waitFor(ok func() bool) error {

@@ -1,0 +1,72 @@
+package main
+
+import (
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/vivi/bridge/bridge/realtime/realtimetest"
+	"github.com/vivi/bridge/twiliotest"
+)
+
+func adminDo(t *testing.T, method, u, body string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest(method, u, strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+e2eAdmin)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// TestAdminChangesRouteOnEveryPod: channels changed through the admin API
+// on pod A route (or stop routing) signed webhooks answered by pod B at once.
+func TestAdminChangesRouteOnEveryPod(t *testing.T) {
+	e := newE2E(t, realtimetest.Options{})
+	a := e.start("pod-a")
+	e.start("pod-b")
+	e.route("pod-b") // Twilio reaches pod B; the operator talks to pod A
+	to := "sip:3001@vivi.sip.twilio.com;transport=tls"
+
+	wantVoice := func(ip, verb, reason string) {
+		t.Helper()
+		status, doc, body := e.voice(twiliotest.NewCallSID(), ip, to, true)
+		switch {
+		case status != 200:
+			t.Fatalf("status %d: %s", status, body)
+		case verb == "Connect" && doc.Connect == nil, verb == "Reject" && (doc.Reject == nil || doc.Reject.Reason != reason):
+			t.Fatalf("want %s %s, got %s", verb, reason, body)
+		}
+	}
+	wantVoice("198.51.100.7", "Reject", "rejected")
+
+	status, body := adminDo(t, "POST", a.url+"/v1/channels",
+		`{"id":"new-pbx","name":"New PBX","originHost":"198.51.100.7","extensions":["3001"],"agentId":"reception"}`)
+	if status != http.StatusCreated {
+		t.Fatalf("create: %d %s", status, body)
+	}
+	wantVoice("198.51.100.7", "Connect", "")
+
+	status, body = adminDo(t, "PUT", a.url+"/v1/channels/new-pbx/origin-ips", `{"ips":["198.51.100.8"]}`)
+	if status != http.StatusOK {
+		t.Fatalf("origin-ips: %d %s", status, body)
+	}
+	wantVoice("198.51.100.7", "Reject", "rejected")
+	wantVoice("198.51.100.8", "Connect", "")
+
+	status, body = adminDo(t, "POST", a.url+"/v1/channels",
+		`{"id":"overlap","name":"Overlap","originHost":"198.51.100.8","extensions":["3001"],"agentId":"reception"}`)
+	if status != http.StatusConflict || !strings.Contains(body, "channel_conflict") {
+		t.Fatalf("overlap: %d %s", status, body)
+	}
+
+	if status, body = adminDo(t, "DELETE", a.url+"/v1/channels/new-pbx", ``); status != http.StatusNoContent {
+		t.Fatalf("delete: %d %s", status, body)
+	}
+	wantVoice("198.51.100.8", "Reject", "rejected")
+}
