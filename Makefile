@@ -39,9 +39,15 @@ tidy-check:
 	$(GO) mod tidy; \
 	if ! git diff --quiet -- go.mod go.sum; then echo "go mod tidy changes go.mod/go.sum"; git diff -- go.mod go.sum; exit 1; fi
 
-fuzz: ## a short run of every fuzz target
-	$(GO) test ./twiml -run '^$$' -fuzz FuzzParseExtension -fuzztime 20s
-	$(GO) test ./twiml -run '^$$' -fuzz FuzzVoiceForm -fuzztime 20s
+FUZZTIME ?= 20s
+fuzz: ## a short run of every fuzz target (FUZZTIME=20s each)
+	$(GO) test ./twiml -run '^$$' -fuzz '^FuzzParseExtension$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./twiml -run '^$$' -fuzz '^FuzzVoiceForm$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./bridge -run '^$$' -fuzz '^FuzzTwilioToModel$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./bridge -run '^$$' -fuzz '^FuzzModelToTwilio$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./bridge/internal/jsonscan -run '^$$' -fuzz '^FuzzScanner$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./channel -run '^$$' -fuzz '^FuzzParseConfig$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./session -run '^$$' -fuzz '^FuzzTokenVerify$$' -fuzztime $(FUZZTIME)
 
 BENCH_CALLS ?= 100 300 500 1000
 BENCH_HOLD  ?= 30s

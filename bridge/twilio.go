@@ -32,15 +32,29 @@ func scanTwilio(b []byte) (f twilioFrame, ok bool) {
 		if !more {
 			break
 		}
+		// A repeated member leaves the message to encoding/json, whose
+		// rule (the last one wins) is then the only one applied.
 		switch string(k) {
 		case "event":
-			f.event, ok = scanString(&s)
+			ok = f.event == nil
+			if ok {
+				f.event, ok = scanString(&s)
+			}
 		case "media":
-			f.payload, ok = scanMember(&s, "payload")
+			ok = f.payload == nil
+			if ok {
+				f.payload, ok = scanMember(&s, "payload")
+			}
 		case "mark":
-			f.mark, ok = scanMember(&s, "name")
+			ok = f.mark == nil
+			if ok {
+				f.mark, ok = scanMember(&s, "name")
+			}
 		case "dtmf":
-			f.digit, ok = scanMember(&s, "digit")
+			ok = f.digit == nil
+			if ok {
+				f.digit, ok = scanMember(&s, "digit")
+			}
 		default:
 			ok = s.Skip()
 		}
@@ -48,7 +62,7 @@ func scanTwilio(b []byte) (f twilioFrame, ok bool) {
 			return f, false
 		}
 	}
-	return f, !s.Failed() && f.event != nil
+	return f, s.Done() && f.event != nil
 }
 
 func scanString(s *jsonscan.Scanner) ([]byte, bool) {

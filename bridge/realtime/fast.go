@@ -23,6 +23,9 @@ func ScanAudioDelta(msg []byte) (typ, itemID, delta []byte, ok bool) {
 		var esc, good bool
 		switch string(k) {
 		case "type":
+			if typ != nil { // repeated: encoding/json decides
+				return nil, nil, nil, false
+			}
 			v, esc, good = s.String()
 			if !good || esc {
 				return nil, nil, nil, false
@@ -32,12 +35,18 @@ func ScanAudioDelta(msg []byte) (typ, itemID, delta []byte, ok bool) {
 				return typ, nil, nil, false
 			}
 		case "item_id":
+			if itemID != nil {
+				return typ, nil, nil, false
+			}
 			v, esc, good = s.String()
 			if !good || esc {
 				return typ, nil, nil, false
 			}
 			itemID = v
 		case "delta":
+			if delta != nil {
+				return typ, nil, nil, false
+			}
 			v, esc, good = s.String()
 			if !good || esc {
 				return typ, nil, nil, false
@@ -49,7 +58,7 @@ func ScanAudioDelta(msg []byte) (typ, itemID, delta []byte, ok bool) {
 			}
 		}
 	}
-	if s.Failed() || string(typ) != TypeAudioDelta || itemID == nil || delta == nil {
+	if !s.Done() || string(typ) != TypeAudioDelta || itemID == nil || delta == nil {
 		return typ, nil, nil, false
 	}
 	return typ, itemID, delta, true

@@ -11,13 +11,21 @@ import "encoding/base64"
 // Scanner walks a JSON document held in b. The zero value is unusable; use
 // Reset. A Scanner is a value type meant to live on the stack.
 type Scanner struct {
-	b   []byte
-	i   int
-	bad bool
+	b     []byte
+	i     int
+	bad   bool
+	first bool // the next Key is the first of its object: no comma before it
 }
 
 // Reset makes s scan b from its start.
-func (s *Scanner) Reset(b []byte) { s.b, s.i, s.bad = b, 0, false }
+func (s *Scanner) Reset(b []byte) { s.b, s.i, s.bad, s.first = b, 0, false, false }
+
+// Done reports whether the whole input was read without failure: nothing but
+// white space follows the value walked.
+func (s *Scanner) Done() bool {
+	s.ws()
+	return !s.bad && s.i == len(s.b)
+}
 
 // Failed reports whether the scan met something it could not read.
 func (s *Scanner) Failed() bool { return s.bad }
@@ -42,6 +50,7 @@ func (s *Scanner) Object() bool {
 		return s.fail()
 	}
 	s.i++
+	s.first = true
 	return true
 }
 
@@ -54,14 +63,18 @@ func (s *Scanner) Key() ([]byte, bool) {
 	if s.bad || s.i >= len(s.b) {
 		return nil, s.fail()
 	}
-	switch s.b[s.i] {
-	case ',':
+	switch c := s.b[s.i]; {
+	case c == '}':
+		s.i++
+		s.first = false // a nested object ended: its parent has had a key
+		return nil, false
+	case c == ',' && !s.first:
 		s.i++
 		s.ws()
-	case '}':
-		s.i++
-		return nil, false
+	case !s.first:
+		return nil, s.fail() // members are separated by commas
 	}
+	s.first = false
 	k, esc, ok := s.str()
 	if !ok || esc {
 		return nil, s.fail()
