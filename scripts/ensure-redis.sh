@@ -9,7 +9,7 @@ ping() {
     redis-cli -h "$host" -p "$port" ping 2>/dev/null | grep -q PONG
   else
     # bash /dev/tcp fallback: send PING, expect +PONG
-    exec 3<>"/dev/tcp/$host/$port" 2>/dev/null || return 1
+    { exec 3<>"/dev/tcp/$host/$port"; } 2>/dev/null || return 1
     printf 'PING\r\n' >&3
     local reply; read -r -t 2 reply <&3 || true
     exec 3>&- 3<&-
