@@ -22,6 +22,7 @@ func newLogger(c config, w io.Writer) (*zap.Logger, error) {
 	ec := zap.NewProductionEncoderConfig()
 	ec.TimeKey = "ts"
 	ec.EncodeTime = zapcore.ISO8601TimeEncoder
+	ec.EncodeDuration = zapcore.StringDurationEncoder
 	var enc zapcore.Encoder
 	if c.LogFormat == "console" {
 		ec.EncodeLevel = zapcore.CapitalColorLevelEncoder
