@@ -1,20 +1,18 @@
 // Package twimltest signs requests the way Twilio does, for tests and tools
 // that play Twilio against the bridge (handler tests, the bridge's websocket
-// tests, twiliotest, cmd/callsim). It has its own HMAC-SHA1 code and does not
-// use twilio-go, so tests built on it check twilio-go's validator rather
-// than agree with it by construction.
+// tests, cmd/callsim). Signing is twiliotest.SignForm, which has its own
+// HMAC-SHA1 code (checked against Twilio's published vectors) and does not use
+// twilio-go, so tests built on it check twilio-go's validator rather than
+// agree with it by construction.
 package twimltest
 
 import (
 	"context"
-	"crypto/hmac"
-	"crypto/sha1"
-	"encoding/base64"
 	"fmt"
+	"github.com/vivi/bridge/twiliotest"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"sort"
 	"strings"
 )
 
@@ -27,22 +25,7 @@ const SignatureHeader = "X-Twilio-Signature"
 // name and value, names sorted (byte order), a repeated name's values in
 // sorted order. A websocket handshake is signed with nil params.
 func Sign(authToken, rawURL string, params url.Values) string {
-	names := make([]string, 0, len(params))
-	for name := range params {
-		names = append(names, name)
-	}
-	sort.Strings(names)
-	m := hmac.New(sha1.New, []byte(authToken))
-	m.Write([]byte(rawURL))
-	for _, name := range names {
-		values := append([]string(nil), params[name]...)
-		sort.Strings(values)
-		for _, v := range values {
-			m.Write([]byte(name))
-			m.Write([]byte(v))
-		}
-	}
-	return base64.StdEncoding.EncodeToString(m.Sum(nil))
+	return twiliotest.SignForm(authToken, rawURL, params)
 }
 
 // SignedURL returns publicURL (with or without a trailing slash) joined with
