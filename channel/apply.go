@@ -28,10 +28,12 @@ type Change struct {
 	EventsSecret string `json:"eventsSecret,omitempty"`
 }
 
-// Result lists what Apply did, in file order.
+// Result lists what Apply did, in file order. ACLSync is how the IP
+// allow-list sync after it went; nil when the file has no channels.
 type Result struct {
-	Agents   []Change `json:"agents"`
-	Channels []Change `json:"channels"`
+	Agents   []Change   `json:"agents"`
+	Channels []Change   `json:"channels"`
+	ACLSync  *ACLStatus `json:"aclSync,omitempty"`
 }
 
 // resolveParallelism bounds concurrent DNS lookups of one apply.
@@ -96,6 +98,10 @@ func (p *Provisioner) Apply(ctx context.Context, cfg Config) (Result, error) {
 		return Result{}, fmt.Errorf("channel: apply: %w", err)
 	}
 	p.log.Info("config applied", zap.Int("agents", len(cfg.Agents)), zap.Int("channels", len(cfg.Channels)))
+	if len(cfg.Channels) > 0 {
+		st := p.SyncAllowList(ctx)
+		res.ACLSync = &st
+	}
 	return res, nil
 }
 

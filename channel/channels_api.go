@@ -13,6 +13,21 @@ type channelList struct {
 	Channels []Channel `json:"channels"`
 }
 
+// channelChange answers a create, PATCH or origin-ips: the channel's own
+// fields, and how the IP allow-list sync after the change went.
+type channelChange struct {
+	Channel
+	ACLSync ACLStatus `json:"aclSync"`
+}
+
+// syncACL syncs the IP allow list after a change of channels and puts the
+// outcome in the ACLSyncHeader; a failure does not fail the request.
+func (a *API) syncACL(w http.ResponseWriter, r *http.Request) ACLStatus {
+	st := a.prov.SyncAllowList(r.Context())
+	w.Header().Set(ACLSyncHeader, st.header())
+	return st
+}
+
 // originIPsBody is the body of PUT /v1/channels/{id}/origin-ips.
 type originIPsBody struct {
 	IPs []string `json:"ips"`
@@ -37,8 +52,9 @@ func (a *API) createChannel(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
+	acl := a.syncACL(w, r)
 	w.Header().Set("Location", "/v1/channels/"+out.ID)
-	writeJSON(w, http.StatusCreated, out)
+	writeJSON(w, http.StatusCreated, channelChange{Channel: out, ACLSync: acl})
 }
 
 func (a *API) listChannels(w http.ResponseWriter, r *http.Request) {
@@ -90,7 +106,8 @@ func (a *API) patchChannel(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, out)
+	acl := a.syncACL(w, r)
+	writeJSON(w, http.StatusOK, channelChange{Channel: out, ACLSync: acl})
 }
 
 // mergeChannel applies patch to c through c's JSON form.
@@ -136,6 +153,7 @@ func (a *API) deleteChannel(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
+	a.syncACL(w, r)
 	w.WriteHeader(http.StatusNoContent)
 }
 
@@ -150,7 +168,8 @@ func (a *API) putOriginIPs(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, out)
+	acl := a.syncACL(w, r)
+	writeJSON(w, http.StatusOK, channelChange{Channel: out, ACLSync: acl})
 }
 
 func (a *API) putChannelAgent(w http.ResponseWriter, r *http.Request) {

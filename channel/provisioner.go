@@ -50,6 +50,9 @@ type ProvisionerConfig struct {
 	Rand io.Reader
 	// Logger logs what changed (never secrets); default zap.NewNop().
 	Logger *zap.Logger
+	// AllowList, when set, is synced after every change of channels (see
+	// SyncAllowList); nil disables it (status "disabled").
+	AllowList IPAllowList
 }
 
 // Provisioner creates, changes and deletes agents and channels with one set
@@ -62,6 +65,7 @@ type Provisioner struct {
 	sipDomain string
 	rand      io.Reader
 	log       *zap.Logger
+	allow     IPAllowList // nil: disabled
 }
 
 // NewProvisioner returns a Provisioner; cfg.Repo is required.
@@ -69,7 +73,8 @@ func NewProvisioner(cfg ProvisionerConfig) (*Provisioner, error) {
 	if cfg.Repo == nil {
 		return nil, errors.New("channel: provisioner: a repository is required")
 	}
-	p := &Provisioner{repo: cfg.Repo, resolver: cfg.Resolver, sipDomain: cfg.SIPDomain, rand: cfg.Rand, log: cfg.Logger}
+	p := &Provisioner{repo: cfg.Repo, resolver: cfg.Resolver, sipDomain: cfg.SIPDomain, rand: cfg.Rand, log: cfg.Logger,
+		allow: cfg.AllowList}
 	if p.resolver == nil {
 		p.resolver = &Resolver{}
 	}

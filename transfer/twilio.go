@@ -21,7 +21,7 @@ import (
 // DefaultAPIBaseURL is Twilio's REST API origin.
 const DefaultAPIBaseURL = "https://api.twilio.com"
 
-// TwilioConfig configures the REST client for live-call updates.
+// TwilioConfig configures the Twilio REST client.
 type TwilioConfig struct {
 	AccountSID string
 	AuthToken  string
@@ -36,10 +36,21 @@ type Twilio struct {
 	api *openapi.ApiService
 }
 
-// NewTwilio returns a REST client. A BaseURL other than Twilio's sends every
-// request there instead (twilio-go has no base URL setting, so the transport
-// rewrites scheme and host).
+// NewTwilio returns a REST client for live-call updates (see NewRESTClient).
 func NewTwilio(cfg TwilioConfig) (*Twilio, error) {
+	rc, err := NewRESTClient(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &Twilio{api: rc.Api}, nil
+}
+
+// NewRESTClient returns a twilio-go client built the way this project needs
+// it, for any Twilio REST API it calls. A BaseURL other than Twilio's sends
+// every request there instead (twilio-go has no base URL setting, so the
+// transport rewrites scheme and host). Each request is bounded by
+// cfg.Timeout and its answer is read whole (see bufferedTransport).
+func NewRESTClient(cfg TwilioConfig) (*twilio.RestClient, error) {
 	if cfg.AccountSID == "" || cfg.AuthToken == "" {
 		return nil, errors.New("twilio: account SID and auth token are required")
 	}
@@ -68,8 +79,7 @@ func NewTwilio(cfg TwilioConfig) (*Twilio, error) {
 		},
 	}
 	c.SetAccountSid(cfg.AccountSID)
-	rc := twilio.NewRestClientWithParams(twilio.ClientParams{Client: c})
-	return &Twilio{api: rc.Api}, nil
+	return twilio.NewRestClientWithParams(twilio.ClientParams{Client: c}), nil
 }
 
 // Hangup ends a live call (UpdateCall with Status=completed).

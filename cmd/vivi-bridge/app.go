@@ -70,8 +70,27 @@ func newApp(base context.Context, c config, log *zap.Logger, d appDeps) (*app, e
 	if resolver == nil {
 		resolver = &channel.Resolver{}
 	}
+	// The IP ACL sync keeps the SIP Domain's IP access control list equal to
+	// the channels' origin IPs; off (status "disabled") without TWILIO_SIP_DOMAIN_SID.
+	var acl *channel.ACLSync
+	var allow channel.IPAllowList
+	if c.TwilioSIPDomainSID != "" {
+		rc, err := transfer.NewRESTClient(transfer.TwilioConfig{
+			AccountSID: c.TwilioAccountSID, AuthToken: c.TwilioAuthToken, BaseURL: c.TwilioAPIBaseURL,
+		})
+		if err != nil {
+			return nil, errConfig("TWILIO_*: %v", err)
+		}
+		acl, err = channel.NewACLSync(channel.ACLSyncConfig{
+			API: rc.Api, DomainSID: c.TwilioSIPDomainSID, Channels: st, Logger: log.Named("acl"),
+		})
+		if err != nil {
+			return nil, err
+		}
+		allow = acl
+	}
 	prov, err := channel.NewProvisioner(channel.ProvisionerConfig{
-		Repo: st, Resolver: resolver, SIPDomain: c.SIPDomain, Logger: log.Named("channel"),
+		Repo: st, Resolver: resolver, SIPDomain: c.SIPDomain, Logger: log.Named("channel"), AllowList: allow,
 	})
 	if err != nil {
 		return nil, err
@@ -116,6 +135,9 @@ func newApp(base context.Context, c config, log *zap.Logger, d appDeps) (*app, e
 	admin.RegisterCalls(mux, st, commander{st})
 	if err := listenCommands(base, st, podID, br, log.Named("commands")); err != nil {
 		return nil, err
+	}
+	if acl != nil {
+		go acl.Run(base) // retries failed syncs, reconciles every few minutes; ends with base
 	}
 	h := &health{ping: st.Ping}
 	h.register(mux)
