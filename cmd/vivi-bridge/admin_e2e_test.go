@@ -3,6 +3,7 @@ package main
 import (
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 
@@ -69,4 +70,28 @@ func TestAdminChangesRouteOnEveryPod(t *testing.T) {
 		t.Fatalf("delete: %d %s", status, body)
 	}
 	wantVoice("198.51.100.8", "Reject", "rejected")
+}
+
+// TestServeSyncsIPACL: with TWILIO_SIP_DOMAIN_SID set, serve keeps the SIP
+// Domain's IP access control list equal to the channels' origin IPs, from
+// CONFIG_FILE at start and after each admin change.
+func TestServeSyncsIPACL(t *testing.T) {
+	const domain = "SD0123456789abcdef0123456789abcdef"
+	e := newE2E(t, realtimetest.Options{})
+	sip := twiliotest.NewSIP(e.tw.REST())
+	e.domainSID = domain
+	a := e.start("pod-a")
+	want := []string{"203.0.113.10", "203.0.113.20", "203.0.113.30", "203.0.113.40"}
+	lists := sip.Lists("vivi-" + domain)
+	if len(lists) != 1 || !slices.Equal(sip.IPs(lists[0]), want) || !slices.Equal(sip.Mapped(domain), lists) {
+		t.Fatalf("after CONFIG_FILE: lists %v mapped %v", lists, sip.Mapped(domain))
+	}
+	status, body := adminDo(t, "PUT", a.url+"/v1/channels/no-agent/origin-ips", `{"ips":["198.51.100.9"]}`)
+	if status != http.StatusOK || !strings.Contains(body, `"aclSync":{"status":"ok"}`) {
+		t.Fatalf("origin-ips: %d %s", status, body)
+	}
+	want = []string{"198.51.100.9", "203.0.113.10", "203.0.113.20", "203.0.113.30"}
+	if got := sip.IPs(lists[0]); !slices.Equal(got, want) {
+		t.Fatalf("IPs %v, want %v", got, want)
+	}
 }

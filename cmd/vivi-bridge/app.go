@@ -70,23 +70,12 @@ func newApp(base context.Context, c config, log *zap.Logger, d appDeps) (*app, e
 	if resolver == nil {
 		resolver = &channel.Resolver{}
 	}
-	// The IP ACL sync keeps the SIP Domain's IP access control list equal to
-	// the channels' origin IPs; off (status "disabled") without TWILIO_SIP_DOMAIN_SID.
-	var acl *channel.ACLSync
+	acl, err := newACLSync(c, st, log)
+	if err != nil {
+		return nil, err
+	}
 	var allow channel.IPAllowList
-	if c.TwilioSIPDomainSID != "" {
-		rc, err := transfer.NewRESTClient(transfer.TwilioConfig{
-			AccountSID: c.TwilioAccountSID, AuthToken: c.TwilioAuthToken, BaseURL: c.TwilioAPIBaseURL,
-		})
-		if err != nil {
-			return nil, errConfig("TWILIO_*: %v", err)
-		}
-		acl, err = channel.NewACLSync(channel.ACLSyncConfig{
-			API: rc.Api, DomainSID: c.TwilioSIPDomainSID, Channels: st, Logger: log.Named("acl"),
-		})
-		if err != nil {
-			return nil, err
-		}
+	if acl != nil {
 		allow = acl
 	}
 	prov, err := channel.NewProvisioner(channel.ProvisionerConfig{
@@ -162,4 +151,24 @@ func listen(addr string) (net.Listener, error) {
 		return nil, fmt.Errorf("listen %s: %w", addr, err)
 	}
 	return ln, nil
+}
+
+// newACLSync returns the sync that keeps the SIP Domain's IP access control
+// list equal to the channels' origin IPs, or nil without TWILIO_SIP_DOMAIN_SID.
+func newACLSync(c config, st storeAPI, log *zap.Logger) (*channel.ACLSync, error) {
+	if c.TwilioSIPDomainSID == "" {
+		return nil, nil
+	}
+	if c.TwilioAccountSID == "" || c.TwilioAuthToken == "" {
+		return nil, errConfig("TWILIO_SIP_DOMAIN_SID needs TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN")
+	}
+	rc, err := transfer.NewRESTClient(transfer.TwilioConfig{
+		AccountSID: c.TwilioAccountSID, AuthToken: c.TwilioAuthToken, BaseURL: c.TwilioAPIBaseURL,
+	})
+	if err != nil {
+		return nil, errConfig("TWILIO_*: %v", err)
+	}
+	return channel.NewACLSync(channel.ACLSyncConfig{
+		API: rc.Api, DomainSID: c.TwilioSIPDomainSID, Channels: st, Logger: log.Named("acl"),
+	})
 }

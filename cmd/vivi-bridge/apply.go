@@ -39,8 +39,16 @@ func apply(ctx context.Context, args []string, getenv func(string) string, stdou
 		return err
 	}
 	defer closeStore()
+	acl, err := newACLSync(c, st, log)
+	if err != nil {
+		return err
+	}
+	var allow channel.IPAllowList
+	if acl != nil {
+		allow = acl
+	}
 	prov, err := channel.NewProvisioner(channel.ProvisionerConfig{
-		Repo: st, Resolver: &channel.Resolver{}, SIPDomain: c.SIPDomain, Logger: log.Named("channel"),
+		Repo: st, Resolver: &channel.Resolver{}, SIPDomain: c.SIPDomain, Logger: log.Named("channel"), AllowList: allow,
 	})
 	if err != nil {
 		return err
@@ -67,5 +75,8 @@ func printResult(w io.Writer, res channel.Result) {
 		if ch.EventsSecret != "" {
 			fmt.Fprintf(w, "  eventsSecret %s (shown once; keep it to verify X-Vivi-Signature)\n", ch.EventsSecret)
 		}
+	}
+	if a := res.ACLSync; a != nil {
+		fmt.Fprintf(w, "twilio ip acl sync %s %s\n", a.Status, a.Error)
 	}
 }

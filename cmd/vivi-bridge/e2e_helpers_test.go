@@ -86,6 +86,8 @@ type e2e struct {
 	target string // pod the load balancer sends to
 	pods   map[string]*e2ePod
 	yaml   string
+	// domainSID, when set before start, is the pods' TWILIO_SIP_DOMAIN_SID.
+	domainSID string
 	// currentStream is the stream the REST watcher looks at.
 	currentStream *twiliotest.Call
 }
@@ -171,6 +173,7 @@ func (e *e2e) config(pod string) config {
 			"TWILIO_API_BASE_URL": e.tw.REST().URL(), "OPENAI_API_KEY": realtimetest.DefaultAPIKey,
 			"OPENAI_REALTIME_URL": e.model.URL(), "STREAM_TOKEN_SECRET": e2eSecret, "ADMIN_TOKEN": e2eAdmin,
 			"REDIS_PREFIX": e.prefix, "POD_NAME": pod, "SHUTDOWN_GRACE": "2s", "MAX_CALLS": "5",
+			"TWILIO_SIP_DOMAIN_SID": e.domainSID,
 		}[k]
 	}, true)
 	if err != nil {
