@@ -338,9 +338,16 @@ func (c *call) hangupNow(why string) {
 		return
 	}
 	callSID, timeout := c.callSID, c.cfg.StoreTimeout
+	// The session ends with our reason before Twilio is asked: the hang-up
+	// makes Twilio stop the stream and post its own callbacks, which must
+	// find the call already ended for this reason.
+	end := c.endMutation(c.hangupReason(), c.now())
 	c.async(func(ctx context.Context) func() {
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
 		defer cancel()
+		if _, err := c.srv.deps.Sessions.UpdateSession(ctx, callSID, func(s *session.Session) error { end(s); return nil }); err != nil {
+			c.log.Warn("recording the hang-up failed; hanging up anyway", zap.Error(err))
+		}
 		err := calls.Hangup(ctx, callSID)
 		return func() {
 			if err != nil {
