@@ -53,7 +53,8 @@ BENCH_CALLS ?= 100 300 500 1000
 BENCH_HOLD  ?= 30s
 bench: ## per-frame Go benchmarks and callsim runs at $(BENCH_CALLS) calls, written to BENCHMARKS.md
 	@mkdir -p bin/bench
-	$(GO) test -run '^$$' -bench . -benchmem ./bridge/... | tee bin/bench/go.txt
+	$(GO) test -run '^$$' -bench . -benchmem ./bridge/... > bin/bench/go.txt || { cat bin/bench/go.txt; exit 1; }
+	@cat bin/bench/go.txt
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN) ./cmd/vivi-bridge
 	CGO_ENABLED=0 $(GO) build -trimpath -o bin/callsim ./cmd/callsim
 	@rm -f bin/bench/calls-*.json

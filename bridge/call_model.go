@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -29,9 +30,7 @@ type modelConn struct {
 // a decoded event, the end of the connection, or something unreadable.
 type modelMsg struct {
 	gen   int
-	buf   *[]byte // audio: Twilio media + mark messages
-	split int
-	seq   uint64
+	buf   *[]byte // audio: Twilio's media message (the loop adds the mark)
 	item  string
 	audio int
 	ev    *realtime.ServerEvent
@@ -84,7 +83,7 @@ func (c *call) onDialed(gen int, conn *realtime.Conn, err error) {
 		c.end(ReasonModelDropped)
 		return
 	}
-	mc := &modelConn{gen: gen, conn: conn, out: make(chan outFrame, modelQueue), quit: make(chan struct{})}
+	mc := &modelConn{gen: gen, conn: conn, out: make(chan outFrame, modelOutQueue), quit: make(chan struct{})}
 	c.model = mc
 	c.wg.Add(2)
 	go c.readModel(mc)
@@ -131,6 +130,9 @@ func (c *call) readModel(mc *modelConn) {
 	for {
 		msg, err := mc.conn.Read(buf)
 		buf = msg
+		if cap(buf) > maxKeptReadBuf {
+			buf = nil // a large event (session.created, response.done) is not kept for the call's life
+		}
 		var m modelMsg
 		switch {
 		case errors.Is(err, realtime.ErrBinaryMessage):
@@ -153,19 +155,25 @@ func (c *call) readModel(mc *modelConn) {
 	}
 }
 
-// parseModel turns an audio delta into Twilio's media and mark messages on
-// the fast path; anything else is decoded. The item id string is made only
-// when it changes (lastItem, item), not per delta.
+// maxKeptReadBuf bounds the read buffer a model reader keeps between
+// events: audio deltas are small, a few other events are not.
+const maxKeptReadBuf = 16 << 10
+
+// parseModel turns an audio delta into Twilio's media message on the fast
+// path; anything else is decoded. The loop adds the mark, if the chunk gets
+// one (onModelAudio). The item id string is made only when it changes
+// (lastItem, item), not per delta.
 func (c *call) parseModel(msg []byte, lastItem *[]byte, item *string) modelMsg {
 	fb := c.srv.pool.get()
-	out, split, seq, id, n, ok := c.frames.modelToTwilio(*fb, msg, &c.markSeq)
+	var noMark atomic.Uint64 // marks are numbered by the loop, in send order
+	out, split, _, id, n, ok := c.frames.modelToTwilio(*fb, msg, &noMark)
 	if ok {
-		*fb = out
+		*fb = out[:split]
 		if !bytes.Equal(id, *lastItem) || *item == "" {
 			*lastItem = append((*lastItem)[:0], id...)
 			*item = string(id)
 		}
-		return modelMsg{buf: fb, split: split, seq: seq, item: *item, audio: n}
+		return modelMsg{buf: fb, item: *item, audio: n}
 	}
 	ev, err := realtime.ParseEvent(msg)
 	if err != nil {
@@ -184,10 +192,7 @@ func (c *call) parseModel(msg []byte, lastItem *[]byte, item *string) modelMsg {
 		return modelMsg{bad: "audio delta is not base64"}
 	}
 	*fb = c.frames.appendMedia((*fb)[:0], d)
-	split = len(*fb)
-	seq = c.markSeq.Add(1)
-	*fb = c.frames.appendMark(*fb, seq)
-	return modelMsg{buf: fb, split: split, seq: seq, item: ev.ItemID, audio: n}
+	return modelMsg{buf: fb, item: ev.ItemID, audio: n}
 }
 
 // writeModel is a model socket's only writer; it pings, and closes the
@@ -204,9 +209,7 @@ func (c *call) writeModel(mc *modelConn) {
 		case <-mc.quit:
 			return
 		case f := <-mc.out:
-			err := mc.conn.Write(*f.buf)
-			c.srv.pool.put(f.buf)
-			if err != nil {
+			if err := c.writeModelFrames(mc, f); err != nil {
 				return // the reader fails next and the loop re-dials
 			}
 		case <-ping.C:
@@ -215,6 +218,28 @@ func (c *call) writeModel(mc *modelConn) {
 			}
 		}
 	}
+}
+
+// writeModelFrames writes f and whatever else is queued already in one
+// system call (held audio flushed at once drains in a few writes).
+func (c *call) writeModelFrames(mc *modelConn, f outFrame) error {
+	wb := c.srv.pool.get()
+	b := appendOutFrame(*wb, f, mc.conn.AppendFrame)
+	c.srv.pool.put(f.buf)
+gather:
+	for len(b) < writeBatch {
+		select {
+		case f := <-mc.out:
+			b = appendOutFrame(b, f, mc.conn.AppendFrame)
+			c.srv.pool.put(f.buf)
+		default:
+			break gather
+		}
+	}
+	err := mc.conn.WriteFrames(b)
+	*wb = b
+	c.srv.pool.put(wb)
+	return err
 }
 
 // onModel handles one message of a model reader on the loop.
@@ -258,10 +283,35 @@ func (c *call) onModelAudio(m modelMsg) {
 		c.srv.pool.put(m.buf) // late audio of an item the caller interrupted
 		return
 	}
-	c.play.sent(m.item, m.audio, m.seq, c.now())
+	now := c.now()
+	if c.play.tailOf(m.item) {
+		c.markTail() // the previous item's last audio gets its own mark
+	}
 	c.framesOut++
 	c.srv.metrics.framesOut.Inc()
-	c.toTwilio(outFrame{buf: m.buf, split: m.split})
+	if !c.play.wantMark(m.audio) {
+		c.play.sentUnmarked(m.item, m.audio, now)
+		c.toTwilio(outFrame{buf: m.buf})
+		return
+	}
+	seq := c.markSeq.Add(1)
+	c.play.sent(m.item, m.audio, seq, now)
+	split := len(*m.buf)
+	*m.buf = c.frames.appendMark(*m.buf, seq)
+	c.toTwilio(outFrame{buf: m.buf, split: split})
+}
+
+// markTail sends a mark after the audio sent without one, so that its echo
+// tells when it has played (the end of a response, an item change).
+func (c *call) markTail() {
+	if c.play.tail.n == 0 {
+		return
+	}
+	seq := c.markSeq.Add(1)
+	c.play.markTail(seq)
+	b := c.srv.pool.get()
+	*b = c.frames.appendMark(*b, seq)
+	c.toTwilio(outFrame{buf: b})
 }
 
 // onModelEvent handles the decoded (non-audio) model events.
@@ -273,7 +323,10 @@ func (c *call) onModelEvent(ev *realtime.ServerEvent) {
 		c.onSpeechStarted()
 	case realtime.TypeResponseCreated:
 		c.respActive = true
+	case realtime.TypeAudioDone:
+		c.markTail()
 	case realtime.TypeResponseDone:
+		c.markTail() // before the waits look at the playout
 		c.onResponseDone()
 	case realtime.TypeFunctionCallArgumentsDone:
 		c.onToolCall(ev.CallID, ev.Name, ev.Arguments)
@@ -327,7 +380,18 @@ func (c *call) flushHeld() {
 		c.held.dropped, c.held.droppedBytes = 0, 0
 	}
 	// One at a time: should the model drop meanwhile, the rest stays held.
-	for c.held.len() > 0 && c.model != nil && c.model.ready {
+	// A long hold (a re-dial) is flushed as the writer makes room, the rest
+	// with the next caller frames (onCallerAudio), so that the queue stays
+	// small and always has room for the events that follow.
+	for c.held.len() > 0 && c.model != nil && c.model.ready && len(c.model.out) < modelOutQueue-modelOutReserve {
 		c.toModel(c.held.pop().buf)
 	}
 }
+
+// The model writer's queue: a frame is written within microseconds, so it
+// holds little but a flush of held audio, which is bounded by leaving
+// modelOutReserve places to events (a smaller queue is less memory per call).
+const (
+	modelOutQueue   = 256
+	modelOutReserve = 64
+)

@@ -8,6 +8,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/vivi/bridge/bridge/internal/jsonscan"
+	"github.com/vivi/bridge/bridge/internal/wsframe"
 	"github.com/vivi/bridge/bridge/realtime"
 )
 
@@ -41,8 +42,14 @@ type twilioMsg struct {
 
 // readTwilio is the Twilio socket's only reader. It does the per-frame work
 // (media becomes a ready-made model event) so that the loop only routes.
+// It reads the data frames itself (wsframe) rather than through gorilla,
+// which allocates per message; gorilla still answers pings and closes.
 func (c *call) readTwilio() {
 	defer c.wg.Done()
+	r := wsframe.NewReader(c.tw.NetConn(), twilioReadBuffer, true, twilioLimit)
+	r.Ping = func(p []byte) {
+		_ = c.tw.WriteControl(websocket.PongMessage, p, time.Now().Add(c.cfg.WriteTimeout))
+	}
 	var buf []byte
 	var refreshed time.Time
 	for {
@@ -52,10 +59,8 @@ func (c *call) readTwilio() {
 			refreshed = now
 			_ = c.tw.SetReadDeadline(now.Add(c.cfg.TwilioIdleTimeout))
 		}
-		typ, r, err := c.tw.NextReader()
-		if err == nil {
-			buf, err = realtime.ReadAll(buf[:0], r)
-		}
+		typ, msg, err := r.Next(buf)
+		buf = msg
 		if err != nil {
 			select {
 			case c.twDone <- err:
@@ -72,6 +77,11 @@ func (c *call) readTwilio() {
 		}
 	}
 }
+
+// twilioReadBuffer is the read buffer of a Twilio socket: a media message
+// is about 330 bytes, a mark echo about 100; longer messages are read
+// around it.
+const twilioReadBuffer = 1024
 
 // parseTwilio classifies one inbound message: the fast path for media and
 // marks, encoding/json for the rest.
@@ -141,14 +151,13 @@ func (c *call) writeTwilio() {
 		}
 		_ = c.tw.Close()
 	}()
+	var moved time.Time // when the write deadline was last moved
 	for {
 		select {
 		case <-c.done:
 			return
 		case f := <-c.twOut:
-			err := c.writeTwilioFrame(f)
-			c.srv.pool.put(f.buf)
-			if err != nil {
+			if err := c.writeTwilioFrames(f, &moved); err != nil {
 				// The reader fails next and reports it to the loop. (c.log
 				// belongs to the loop: not used here.)
 				c.srv.log.Debug("twilio write failed", zap.Error(err))
@@ -158,18 +167,48 @@ func (c *call) writeTwilio() {
 	}
 }
 
-func (c *call) writeTwilioFrame(f outFrame) error {
-	b := *f.buf
-	if err := c.tw.SetWriteDeadline(time.Now().Add(c.cfg.WriteTimeout)); err != nil {
-		return err
-	}
-	if f.split > 0 {
-		if err := c.tw.WriteMessage(websocket.TextMessage, b[:f.split]); err != nil {
-			return err
+// writeBatch bounds the bytes one write gathers from a writer's queue.
+const writeBatch = 32 << 10
+
+// writeTwilioFrames writes f and whatever else is queued already as
+// websocket frames in one system call: a chunk's media and mark always go
+// together, and a backlog drains in a few writes instead of one per message.
+func (c *call) writeTwilioFrames(f outFrame, moved *time.Time) error {
+	wb := c.srv.pool.get()
+	b := appendOutFrame(*wb, f, wsframe.AppendText)
+	c.srv.pool.put(f.buf)
+gather:
+	for len(b) < writeBatch {
+		select {
+		case f := <-c.twOut:
+			b = appendOutFrame(b, f, wsframe.AppendText)
+			c.srv.pool.put(f.buf)
+		default:
+			break gather
 		}
+	}
+	conn := c.tw.NetConn()
+	var err error
+	if now := time.Now(); now.Sub(*moved) >= time.Second { // a timer update: not per frame
+		*moved = now
+		err = conn.SetWriteDeadline(now.Add(c.cfg.WriteTimeout))
+	}
+	if err == nil {
+		_, err = conn.Write(b)
+	}
+	*wb = b
+	c.srv.pool.put(wb)
+	return err
+}
+
+// appendOutFrame appends the message(s) of f as frames made by frame.
+func appendOutFrame(dst []byte, f outFrame, frame func(dst, p []byte) []byte) []byte {
+	b := *f.buf
+	if f.split > 0 {
+		dst = frame(dst, b[:f.split])
 		b = b[f.split:]
 	}
-	return c.tw.WriteMessage(websocket.TextMessage, b)
+	return frame(dst, b)
 }
 
 // onTwilio handles one inbound Twilio message on the loop.
@@ -214,11 +253,12 @@ func (c *call) onCallerAudio(m twilioMsg) {
 	}
 	c.framesIn++
 	c.srv.metrics.framesIn.Inc()
-	if c.model != nil && c.model.ready {
+	if c.model != nil && c.model.ready && c.held.len() == 0 {
 		c.toModel(m.buf)
 		return
 	}
 	c.held.push(heldFrame{buf: m.buf, audio: m.audio}, c.srv.pool.put)
+	c.flushHeld() // a flush that did not fit goes on, in order
 }
 
 // onTwilioClosed handles the end of the Twilio socket.

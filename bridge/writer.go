@@ -54,7 +54,7 @@ type sessionWriter struct {
 	dropped int // owned by the call loop (push)
 }
 
-const writerQueue = 256
+const writerQueue = 64
 
 func newSessionWriter(ctx context.Context, store Sessions, callSID string, log *zap.Logger, timeout time.Duration) *sessionWriter {
 	return &sessionWriter{

@@ -13,12 +13,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"strings"
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/vivi/bridge/bridge/internal/wsframe"
 )
 
 // Defaults of Config.
@@ -64,7 +67,16 @@ type Conn struct {
 	ws           *websocket.Conn
 	writeTimeout time.Duration
 	idleTimeout  time.Duration
+
+	// When the deadlines were last moved: at most once a second, not per
+	// message (each move is a timer update). Owned by the reader and by the
+	// writer respectively.
+	readMoved, writeMoved time.Time
 }
+
+// deadlineSlack is how stale a moved deadline may get: timeouts are then
+// between the configured value and one second less.
+const deadlineSlack = time.Second
 
 // EndpointURL returns the websocket URL for model: base with ?model= set.
 // http(s) bases are mapped to ws(s).
@@ -122,7 +134,10 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 	}
 	d := cfg.Dialer
 	if d == nil {
-		d = &websocket.Dialer{Proxy: http.ProxyFromEnvironment, HandshakeTimeout: DefaultHandshakeTimeout}
+		// Data frames are written with AppendFrame and WriteFrames, so
+		// gorilla's write buffer only carries control frames: keep it small.
+		d = &websocket.Dialer{Proxy: http.ProxyFromEnvironment, HandshakeTimeout: DefaultHandshakeTimeout,
+			ReadBufferSize: 4096, WriteBufferSize: 512}
 	}
 	ws, resp, err := d.DialContext(ctx, u.String(), AuthHeader(u.Hostname(), cfg.APIKey))
 	if err != nil {
@@ -183,8 +198,11 @@ func clip(s string, n int) string {
 // returns it. The returned slice is valid until the next Read with the same
 // buf. A binary message returns ErrBinaryMessage and may be skipped.
 func (c *Conn) Read(buf []byte) ([]byte, error) {
-	if err := c.ws.SetReadDeadline(time.Now().Add(c.idleTimeout)); err != nil {
-		return buf[:0], fmt.Errorf("realtime: read: %w", err)
+	if now := time.Now(); now.Sub(c.readMoved) >= deadlineSlack {
+		c.readMoved = now
+		if err := c.ws.SetReadDeadline(now.Add(c.idleTimeout)); err != nil {
+			return buf[:0], fmt.Errorf("realtime: read: %w", err)
+		}
 	}
 	typ, r, err := c.ws.NextReader()
 	if err != nil {
@@ -224,6 +242,31 @@ func (c *Conn) Write(msg []byte) error {
 		return fmt.Errorf("realtime: write: %w", err)
 	}
 	if err := c.ws.WriteMessage(websocket.TextMessage, msg); err != nil {
+		return fmt.Errorf("realtime: write: %w", err)
+	}
+	return nil
+}
+
+// AppendFrame appends msg (a JSON event) to dst as one masked websocket
+// text frame, ready for WriteFrames: the writer of a busy connection can
+// gather several events into one system call, and nothing is allocated.
+func (c *Conn) AppendFrame(dst, msg []byte) []byte {
+	return wsframe.AppendMaskedText(dst, msg, rand.Uint32())
+}
+
+// WriteFrames sends frames made by AppendFrame, in one write with the write
+// deadline. It is a write like Write: the connection's one writer calls it.
+func (c *Conn) WriteFrames(frames []byte) error {
+	conn := c.ws.NetConn()
+	if now := time.Now(); now.Sub(c.writeMoved) >= deadlineSlack {
+		// Control frames (Ping, Close) set a deadline of their own, never
+		// shorter than writeTimeout but at the very end (Close).
+		c.writeMoved = now
+		if err := conn.SetWriteDeadline(now.Add(c.writeTimeout)); err != nil {
+			return fmt.Errorf("realtime: write: %w", err)
+		}
+	}
+	if _, err := conn.Write(frames); err != nil {
 		return fmt.Errorf("realtime: write: %w", err)
 	}
 	return nil

@@ -7,19 +7,20 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
 )
 
 // buildBridge builds cmd/vivi-bridge into a temporary directory.
 func buildBridge(t *testing.T) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "vivi-bridge")
-	goTool := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if _, err := os.Stat(goTool); err != nil {
-		goTool = "go"
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		t.Fatalf("the go command is needed to build ../vivi-bridge: %v", err)
 	}
 	cmd := exec.Command(goTool, "build", "-o", bin, "../vivi-bridge")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
@@ -36,8 +37,15 @@ func TestLoadAgainstChildBridge(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	var stdout, stderr bytes.Buffer
+	bridgeLog := filepath.Join(t.TempDir(), "bridge.log")
 	args := []string{"-bridge-bin", bin, "-calls", "3", "-ramp", "300ms", "-duration", "2s",
-		"-dtmf", "700ms", "-json", "-bridge-log", filepath.Join(t.TempDir(), "bridge.log")}
+		"-dtmf", "700ms", "-json", "-bridge-log", bridgeLog}
+	defer func() {
+		if t.Failed() {
+			b, _ := os.ReadFile(bridgeLog)
+			t.Logf("bridge log:\n%s", b)
+		}
+	}()
 	if err := run(ctx, args, func(string) string { return "" }, &stdout, &stderr); err != nil {
 		t.Fatalf("run: %v\n%s", err, stderr.String())
 	}
@@ -121,3 +129,5 @@ func TestLoadWithRealtimetestFake(t *testing.T) {
 type nopWriter struct{}
 
 func (nopWriter) Write(p []byte) (int, error) { return len(p), nil }
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

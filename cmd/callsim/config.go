@@ -29,16 +29,18 @@ const defaultAPIKey = "callsim-key"
 
 // Config is one load run. Exactly one of BridgeBin and URL is set.
 type Config struct {
-	Calls    int           // concurrent calls
-	Ramp     time.Duration // calls are started evenly over it
-	Hold     time.Duration // how long all calls run together: the measured window
-	Drain    time.Duration // after the last frame: how long echoes may take to come back
-	DTMF     time.Duration // each call presses a digit this often; 0: never
-	Talk     time.Duration // speech and silence alternate this often
-	JSON     bool
-	Quiet    bool     // no progress lines on stderr
-	Command  []string // the command line, for the report
-	MaxCalls int      // the spawned bridge's MAX_CALLS; default Calls+10
+	Calls      int           // concurrent calls
+	Ramp       time.Duration // calls are started evenly over it
+	Hold       time.Duration // how long all calls run together: the measured window
+	Drain      time.Duration // after the last frame: how long echoes may take to come back
+	DTMF       time.Duration // each call presses a digit this often; 0: never
+	Talk       time.Duration // speech and silence alternate this often
+	JSON       bool
+	Quiet      bool     // no progress lines on stderr
+	Command    []string // the command line, for the report
+	MaxCalls   int      // the spawned bridge's MAX_CALLS; default Calls+10
+	Procs      int      // GOMAXPROCS of callsim itself (0: the Go default); not the bridge's
+	CPUProfile string   // write callsim's own CPU profile over the hold here
 
 	// A bridge started by callsim.
 	BridgeBin string
@@ -157,6 +159,8 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (Co
 	fs.BoolVar(&c.JSON, "json", false, "print the report as JSON")
 	fs.BoolVar(&c.Quiet, "q", false, "no progress lines on stderr")
 	fs.IntVar(&c.MaxCalls, "max-calls", 0, "MAX_CALLS of the spawned bridge (default calls+10)")
+	fs.IntVar(&c.Procs, "procs", 0, "GOMAXPROCS of callsim itself (0: Go's default); the bridge keeps its own")
+	fs.StringVar(&c.CPUProfile, "cpuprofile", "", "write callsim's own CPU profile over the hold to this file")
 	fs.StringVar(&c.BridgeBin, "bridge-bin", "", "start this vivi-bridge binary on 127.0.0.1 with fakes around it")
 	fs.StringVar(&c.BridgeLog, "bridge-log", "", "write the spawned bridge's log to this file")
 	fs.Func("bridge-env", "extra KEY=VALUE for the spawned bridge (repeatable)", func(s string) error {

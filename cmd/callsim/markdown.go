@@ -122,7 +122,7 @@ func renderMarkdown(title string, runs []Report, bench []byte) string {
 	p("## %s\n", title)
 	p("Machine: %d CPUs, %s, %s, Linux %s, %s. Bridge, echo model and load tool share it.\n",
 		m.CPUs, m.CPUModel, m.OS, m.Kernel, m.GoVersion)
-	p("Commands:\n\n```")
+	p("Commands (`make bench` builds `bin/vivi-bridge` and `bin/callsim`, then runs):\n\n```")
 	for _, r := range runs {
 		p("%s", r.Command)
 	}
@@ -162,6 +162,7 @@ func renderMarkdown(title string, runs []Report, bench []byte) string {
 	row("load tool cores used / late frames", func(r *Report) string {
 		return fmt.Sprintf("%.2f / %d", r.LoadTool.CoresUsed, r.LoadTool.LateFrames)
 	})
+	row("other processes, cores", func(r *Report) string { return fmt.Sprintf("%.2f", r.LoadTool.OthersCores) })
 	p("\nTargets:\n")
 	p("| target | calls | measured | |")
 	p("|---|---|---|---|")

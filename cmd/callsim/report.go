@@ -89,6 +89,9 @@ type Bridge struct {
 type LoadTool struct {
 	CPUSeconds float64 `json:"cpuSeconds"`
 	CoresUsed  float64 `json:"coresUsed"`
+	// OthersCores is the CPU the rest of the machine used meanwhile
+	// (everything but the bridge and callsim): a busy neighbour skews a run.
+	OthersCores float64 `json:"othersCores"`
 	// LateFrames were skipped because a pacer ran more than 5 frames late:
 	// non-zero means the load tool, not the bridge, was short of CPU.
 	LateFrames int64 `json:"lateFrames"`
@@ -181,6 +184,9 @@ func (l *load) fill(rep *Report, h holdResult) {
 	}
 	rep.LoadTool = LoadTool{CPUSeconds: h.self.Seconds(), CoresUsed: h.self.Seconds() / h.wall.Seconds(),
 		LateFrames: l.lateFrames.Load()}
+	if h.all > 0 && h.procOK {
+		rep.LoadTool.OthersCores = max(h.all.Seconds()-h.self.Seconds()-b.CPUSeconds, 0) / h.wall.Seconds()
+	}
 }
 
 // WriteTable prints rep for people.
@@ -219,7 +225,8 @@ func (r *Report) WriteTable(w io.Writer) error {
 	if b.AllocsPerFrame >= 0 {
 		p("bridge allocations\t%.2f per relayed frame (%.0f frames, %.0f goroutines)", b.AllocsPerFrame, b.FramesRelayed, b.Goroutines)
 	}
-	p("load tool cpu\t%.2f s, %.2f cores, %d late frames", r.LoadTool.CPUSeconds, r.LoadTool.CoresUsed, r.LoadTool.LateFrames)
+	p("load tool cpu\t%.2f s, %.2f cores, %d late frames (other processes: %.2f cores)",
+		r.LoadTool.CPUSeconds, r.LoadTool.CoresUsed, r.LoadTool.LateFrames, r.LoadTool.OthersCores)
 	return tw.Flush()
 }
 

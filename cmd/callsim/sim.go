@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -67,6 +69,9 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Report, error) {
 		return nil, err
 	}
 	say := func(format string, args ...any) { fmt.Fprintf(progress, "callsim: "+format+"\n", args...) }
+	if cfg.Procs > 0 {
+		defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(cfg.Procs))
+	}
 	l := &load{cfg: cfg, epoch: time.Now(), tmpl: newAudioTemplates()}
 	// The calls exist before the model starts: its goroutines read them.
 	l.calls = make([]*caller, cfg.Calls)
@@ -238,18 +243,19 @@ func (l *load) drive(ctx context.Context, t *target, rep *Report, say func(strin
 	select {
 	case <-done:
 	case <-time.After(stopWait + 2*frameInterval + time.Second):
+		// Readers end by their deadlines; only calls still being set up
+		// (webhook, handshake) can be left: they give up now.
 		cancelCalls()
 		for _, c := range l.calls {
-			if c.ws != nil && !c.closed.Load() {
+			if !c.closed.Load() {
 				c.fail("did not end within %s of stop", stopWait)
 			}
 		}
-		for _, c := range l.calls {
-			if c.ws != nil {
-				_ = c.ws.Close()
-			}
+		select {
+		case <-done:
+		case <-time.After(setupTimeout):
+			say("some calls did not end; reporting without them")
 		}
-		<-done
 	}
 	if !t.alive() {
 		rep.Failures["bridge exited during the run"]++
@@ -262,7 +268,7 @@ func (l *load) drive(ctx context.Context, t *target, rep *Report, say func(strin
 type holdResult struct {
 	wall             time.Duration
 	cpu0, cpu1       procSample
-	self             time.Duration
+	self, all        time.Duration // this process's CPU, every process's
 	peakRSS          int64
 	metrics0, metric bridgeMetrics
 	live             int
@@ -280,7 +286,7 @@ func (l *load) hold(ctx context.Context, t *target, say func(string, ...any)) ho
 		}
 	}
 	h.metrics0 = scrapeMetrics(ctx, t.url)
-	self0 := selfCPU()
+	self0, all0 := selfCPU(), machineCPU()
 	start := time.Now()
 	if t.pid != 0 {
 		var err error
@@ -298,6 +304,19 @@ func (l *load) hold(ctx context.Context, t *target, say func(string, ...any)) ho
 				say("cpu profile: %v", err)
 			}
 		}()
+	}
+	if l.cfg.CPUProfile != "" {
+		if f, err := os.Create(l.cfg.CPUProfile); err != nil {
+			say("cpuprofile: %v", err)
+		} else if err := pprof.StartCPUProfile(f); err != nil {
+			say("cpuprofile: %v", err)
+			f.Close()
+		} else {
+			defer func() {
+				pprof.StopCPUProfile()
+				f.Close()
+			}()
+		}
 	}
 	end := start.Add(l.cfg.Hold)
 	tick := time.NewTicker(250 * time.Millisecond)
@@ -325,6 +344,7 @@ func (l *load) hold(ctx context.Context, t *target, say func(string, ...any)) ho
 		}
 	}
 	h.self = selfCPU() - self0
+	h.all = machineCPU() - all0
 	h.metric = scrapeMetrics(context.Background(), t.url)
 	if l.cfg.Profile != "" && t.pprof != "" {
 		for _, p := range []string{"heap", "allocs", "goroutine"} {

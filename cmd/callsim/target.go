@@ -288,6 +288,32 @@ func readProc(pid int) (procSample, error) {
 	return s, nil
 }
 
+// machineCPU is the CPU time all processes used so far (from /proc/stat:
+// everything but idle and iowait), or 0 when unreadable.
+func machineCPU() time.Duration {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 8 || f[0] != "cpu" {
+		return 0
+	}
+	var busy int64
+	for i, v := range f[1:] {
+		if i == 3 || i == 4 { // idle, iowait
+			continue
+		}
+		if i >= 8 { // guest times are already counted in user
+			break
+		}
+		n, _ := strconv.ParseInt(v, 10, 64)
+		busy += n
+	}
+	return time.Duration(busy) * time.Second / clockTicks
+}
+
 // selfCPU is the CPU time of this process so far.
 func selfCPU() time.Duration {
 	var ru syscall.Rusage
