@@ -44,7 +44,8 @@ type appDeps struct {
 // newApp wires the components of DESIGN.md section 3. base is the parent of
 // every call's context: cancelling it ends the calls (after draining).
 func newApp(base context.Context, c config, log *zap.Logger, d appDeps) (*app, error) {
-	st := d.store
+	sink := channel.NewEventSink(channel.EventSinkConfig{Channels: d.store, Logger: log.Named("events")})
+	st := storeAPI(eventingStore{d.store, sink})
 	podID := c.PodID
 	if podID == "" {
 		podID, _ = os.Hostname()
@@ -125,6 +126,7 @@ func newApp(base context.Context, c config, log *zap.Logger, d appDeps) (*app, e
 	if err := listenCommands(base, st, podID, br, log.Named("commands")); err != nil {
 		return nil, err
 	}
+	go sink.Run(base) // posts call events to the channels' eventsUrl; ends with base
 	if acl != nil {
 		go acl.Run(base) // retries failed syncs, reconciles every few minutes; ends with base
 	}
