@@ -35,15 +35,19 @@ func (c *Conn) handle(data []byte, at time.Time) {
 	if h.Type != nil {
 		typ = *h.Type
 	}
-	if typ == "input_audio_buffer.append" && c.opts.DiscardAudio {
-		c.record(ClientEvent{Type: typ, At: at})
-	} else {
+	if typ == "input_audio_buffer.append" {
+		// Recorded after its audio is kept, so that a WaitEvent for the
+		// n-th append sees InputAudio with that append in it.
+		c.onAppend(h)
+		if c.opts.DiscardAudio {
+			data = nil
+		}
 		c.record(ClientEvent{Type: typ, Raw: data, At: at})
+		return
 	}
+	c.record(ClientEvent{Type: typ, Raw: data, At: at})
 
 	switch typ {
-	case "input_audio_buffer.append":
-		c.onAppend(h)
 	case "input_audio_buffer.commit":
 		c.onCommit(h)
 	case "input_audio_buffer.clear":
