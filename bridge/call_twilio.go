@@ -263,6 +263,21 @@ func (c *call) onCallerAudio(m twilioMsg) {
 
 // onTwilioClosed handles the end of the Twilio socket.
 func (c *call) onTwilioClosed(err error) {
+	// The reader queued everything it read before it reported the close, but
+	// the loop's select may take the close first: handle what is queued
+	// (a stop among it makes this a hang-up, not a drop).
+	for c.endReason == "" {
+		select {
+		case m := <-c.twIn:
+			c.onTwilio(m)
+			continue
+		default:
+		}
+		break
+	}
+	if c.endReason != "" {
+		return
+	}
 	if !c.accepted {
 		if c.endReason == "" {
 			c.log.Info("twilio closed the media stream before it was accepted", zap.Error(err))
