@@ -45,12 +45,30 @@ func (c *call) modelName() string {
 	return c.cfg.RealtimeModel
 }
 
-// dialModel dials the model off the loop; onDialed gets the result.
+// dialModel dials the model off the loop; onDialed gets the result. The
+// first dial of a call takes over the early dial when it is for the same
+// model (see earlyDial).
 func (c *call) dialModel() {
 	c.gen++
 	gen := c.gen
+	if e := &c.early; e.state != earlyNone && e.model == c.modelName() {
+		if e.state == earlyDialled {
+			conn, err := e.conn, e.err
+			*e = earlyModel{}
+			c.onDialed(gen, conn, err)
+			return
+		}
+		e.gen = gen // still dialling: onEarlyDialed hands it over
+		return
+	}
+	c.dropEarly()
+	c.dial(c.modelName(), func(conn *realtime.Conn, err error) { c.onDialed(gen, conn, err) })
+}
+
+// dial dials model off the loop and runs done with the result on the loop.
+func (c *call) dial(model string, done func(*realtime.Conn, error)) {
 	cfg := realtime.Config{
-		URL: c.cfg.RealtimeURL, APIKey: c.cfg.APIKey, Model: c.modelName(),
+		URL: c.cfg.RealtimeURL, APIKey: c.cfg.APIKey, Model: model,
 		Dialer: c.cfg.RealtimeDialer, WriteTimeout: c.cfg.WriteTimeout,
 		IdleTimeout: 3 * c.cfg.PingInterval,
 	}
@@ -61,13 +79,62 @@ func (c *call) dialModel() {
 		conn, err := realtime.Dial(ctx, cfg)
 		cancel()
 		select {
-		case c.results <- func() { c.onDialed(gen, conn, err) }:
+		case c.results <- func() { done(conn, err) }:
 		case <-c.done:
 			if conn != nil {
 				_ = conn.Close()
 			}
 		}
 	}()
+}
+
+// earlyModel is the model connection dialled as soon as the websocket is
+// accepted, in parallel with waiting for Twilio's start and the look-ups:
+// the default model, which most agents use. An agent with a model of its
+// own gets a dial of its own and the early connection is closed.
+type earlyModel struct {
+	state int // earlyNone, earlyDialling, earlyDialled
+	model string
+	gen   int // when set, the dial the early connection is handed to
+	conn  *realtime.Conn
+	err   error
+}
+
+const (
+	earlyNone = iota
+	earlyDialling
+	earlyDialled
+)
+
+// earlyDial starts the early dial (on the loop, when the websocket opens).
+func (c *call) earlyDial() {
+	c.early = earlyModel{state: earlyDialling, model: c.cfg.RealtimeModel}
+	c.dial(c.early.model, c.onEarlyDialed)
+}
+
+func (c *call) onEarlyDialed(conn *realtime.Conn, err error) {
+	e := &c.early
+	if e.state != earlyDialling {
+		if conn != nil {
+			_ = conn.Close() // dropped meanwhile
+		}
+		return
+	}
+	if e.gen != 0 {
+		gen := e.gen
+		*e = earlyModel{}
+		c.onDialed(gen, conn, err)
+		return
+	}
+	e.state, e.conn, e.err = earlyDialled, conn, err
+}
+
+// dropEarly closes an early connection that will not be used.
+func (c *call) dropEarly() {
+	if c.early.conn != nil {
+		_ = c.early.conn.Close()
+	}
+	c.early = earlyModel{}
 }
 
 func (c *call) onDialed(gen int, conn *realtime.Conn, err error) {

@@ -39,7 +39,7 @@ func TestLoadAgainstChildBridge(t *testing.T) {
 	var stdout, stderr bytes.Buffer
 	bridgeLog := filepath.Join(t.TempDir(), "bridge.log")
 	args := []string{"-bridge-bin", bin, "-calls", "3", "-ramp", "300ms", "-duration", "2s",
-		"-dtmf", "700ms", "-json", "-bridge-log", bridgeLog}
+		"-dtmf", "700ms", "-json", "-bridge-log", bridgeLog, "-bridge-env", "LOG_LEVEL=info"}
 	defer func() {
 		if t.Failed() {
 			b, _ := os.ReadFile(bridgeLog)
