@@ -115,8 +115,10 @@ func (g *group) tick(c *caller, now int64) bool {
 		c.marksEchoed.Add(1)
 	}
 	if drainUntil != 0 && now >= drainUntil {
+		// Marked before the write: the bridge answers stop by closing, and
+		// the reader may see that close before this goroutine runs again.
+		c.stopSent.Store(true)
 		if g.write(c, c.frames.stop(l.accountSID, c.callSID)) {
-			c.stopSent.Store(true)
 			_ = c.ws.SetReadDeadline(time.Now().Add(stopWait))
 		}
 		return false
