@@ -290,10 +290,15 @@ func (r *REST) setUpdater(u callUpdater) {
 	r.updater = u
 }
 
-// setCallStatus sets the status GET reports for a call.
+// setCallStatus sets the status GET reports for a call. A completed call
+// stays completed: an update's answer may be recorded after the call it
+// ended is already over.
 func (r *REST) setCallStatus(sid, status string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.calls[sid] == "completed" {
+		return
+	}
 	r.calls[sid] = status
 }
 
