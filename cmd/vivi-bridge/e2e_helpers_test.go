@@ -281,3 +281,13 @@ func (e *e2e) streamAndModel(call *twiliotest.SimCall, n int) (*twiliotest.Call,
 	}
 	return stream, conn
 }
+
+// wantCallerAudio fails the test unless the caller's audio keeps reaching
+// the model (another 200 ms of it within 5 s): the call goes on.
+func (e *e2e) wantCallerAudio(conn *realtimetest.Conn) {
+	e.t.Helper()
+	before := len(conn.InputAudio())
+	if err := waitFor(func() bool { return len(conn.InputAudio()) > before+1600 }); err != nil {
+		e.t.Fatal("caller audio stopped reaching the model")
+	}
+}

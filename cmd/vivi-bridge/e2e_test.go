@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/xml"
 	"io"
 	"net/http"
@@ -165,19 +164,15 @@ func TestCallRelaysBothWays(t *testing.T) {
 	}
 	speech := realtimetest.Tone(1600)
 	stream.Say(speech)
-	s := e.waitSession(call.CallSID(), "streaming on pod-a", func(s *session.Session) bool {
+	e.waitSession(call.CallSID(), "streaming on pod-a", func(s *session.Session) bool {
 		return s.State == session.Streaming && s.PodID == "pod-a" && s.StreamSID == stream.StreamSID()
 	})
-	_ = s
-	deadline := time.Now().Add(5 * time.Second)
-	for !bytes.Contains(conn.InputAudio(), speech) && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
+	_ = waitFor(func() bool { return bytes.Contains(conn.InputAudio(), speech) }) // judged just below
 	if in, sent := conn.InputAudio(), stream.SentAudio(); !bytes.HasPrefix(sent, in) || !bytes.Contains(in, speech) {
 		t.Fatalf("model input (%d bytes) is not what the caller sent (%d bytes)", len(in), len(sent))
 	}
 	call.Hangup(e.ctx)
-	s = e.waitSession(call.CallSID(), "ended", func(s *session.Session) bool { return s.State == session.Ended })
+	s := e.waitSession(call.CallSID(), "ended", func(s *session.Session) bool { return s.State == session.Ended })
 	// The bridge (on stop) and Twilio's stream-stopped callback both end
 	// the call; whichever lands first gives the reason.
 	if s.EndReason != "caller_hangup" && s.EndReason != "stream_stopped" {
@@ -200,5 +195,4 @@ func TestCallRelaysBothWays(t *testing.T) {
 			t.Fatalf("timeline %v lacks %s", types, want)
 		}
 	}
-	_ = context.Background
 }

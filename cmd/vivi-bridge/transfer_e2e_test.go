@@ -141,7 +141,7 @@ func TestToolCallUnknownDestinationRefused(t *testing.T) {
 	e.start("pod-a")
 	updates := e.watchUpdates(200)
 	call := e.place("203.0.113.10")
-	stream, conn := e.streamAndModel(call, 1)
+	_, conn := e.streamAndModel(call, 1)
 	conn.CallFunction("transfer_call", `{"destination":"+19005550199"}`)
 	ev, err := conn.WaitEvent(e.ctx, "conversation.item.create", 1)
 	if err != nil {
@@ -156,12 +156,8 @@ func TestToolCallUnknownDestinationRefused(t *testing.T) {
 	if s.State != session.Streaming || len(updates()) != 0 {
 		t.Fatalf("state %s, %d REST updates", s.State, len(updates()))
 	}
-	before := len(conn.InputAudio())
-	if err := waitFor(func() bool { return len(conn.InputAudio()) > before+1600 }); err != nil {
-		t.Fatal("caller audio stopped reaching the model")
-	}
+	e.wantCallerAudio(conn)
 	call.Hangup(e.ctx)
-	_ = stream
 }
 
 // TestDTMFTransfer: a digit bound to a destination transfers at once.
@@ -308,10 +304,7 @@ func TestTransferRESTFailureKeepsCall(t *testing.T) {
 	if !timelineHas(s, session.EventTransferFailed, "rest") {
 		t.Fatalf("timeline %+v", s.Timeline)
 	}
-	before := len(conn.InputAudio())
-	if err := waitFor(func() bool { return len(conn.InputAudio()) > before+1600 }); err != nil {
-		t.Fatal("caller audio stopped reaching the model")
-	}
+	e.wantCallerAudio(conn)
 	select {
 	case <-call.Done():
 		t.Fatal("the call ended")
