@@ -19,42 +19,50 @@ type twilioFrame struct {
 }
 
 // scanTwilio reads event, media.payload, mark.name and dtmf.digit in one pass
-// without allocating. ok is false when the message cannot be read on the
-// fast path (malformed, escapes in a needed string); decodeTwilio decides.
+// without allocating. It agrees with decodeTwilio (encoding/json into
+// twilioMessage) on every message it accepts: keys match the fields
+// case-insensitively as encoding/json does, every member of twilioMessage
+// must have a type encoding/json takes without error, and the whole message
+// must be valid JSON. ok is false when the message cannot be read on the
+// fast path (malformed, a repeated or non-ASCII key, escapes in a needed
+// string, a start object); decodeTwilio decides.
 func scanTwilio(b []byte) (f twilioFrame, ok bool) {
 	var s jsonscan.Scanner
 	s.Reset(b)
 	if !s.Object() {
 		return f, false
 	}
+	var seen uint8 // one bit per member of twilioMessage
+	var buf [len("streamsid")]byte
 	for {
 		k, more := s.Key()
 		if !more {
 			break
 		}
+		name, ascii := jsonscan.Fold(buf[:], k)
+		if !ascii {
+			return f, false // might fold onto a field name: encoding/json decides
+		}
 		// A repeated member leaves the message to encoding/json, whose
 		// rule (the last one wins) is then the only one applied.
-		switch string(k) {
-		case "event":
-			ok = f.event == nil
-			if ok {
-				f.event, ok = scanString(&s)
-			}
-		case "media":
-			ok = f.payload == nil
-			if ok {
-				f.payload, ok = scanMember(&s, "payload")
-			}
-		case "mark":
-			ok = f.mark == nil
-			if ok {
-				f.mark, ok = scanMember(&s, "name")
-			}
-		case "dtmf":
-			ok = f.digit == nil
-			if ok {
-				f.digit, ok = scanMember(&s, "digit")
-			}
+		bit := twilioField(name)
+		if seen&bit != 0 {
+			return f, false
+		}
+		seen |= bit
+		switch bit {
+		case fEvent:
+			f.event, ok = scanString(&s)
+		case fStreamSID:
+			ok = s.Null() || scanAnyString(&s)
+		case fStart:
+			ok = s.Null() // a start is decoded whole on the slow path
+		case fMedia:
+			f.payload, ok = scanMember(&s, "payload")
+		case fMark:
+			f.mark, ok = scanMember(&s, "name")
+		case fDTMF:
+			f.digit, ok = scanMember(&s, "digit")
 		default:
 			ok = s.Skip()
 		}
@@ -65,27 +73,74 @@ func scanTwilio(b []byte) (f twilioFrame, ok bool) {
 	return f, s.Done() && f.event != nil
 }
 
-func scanString(s *jsonscan.Scanner) ([]byte, bool) {
-	v, esc, ok := s.String()
-	return v, ok && !esc
+// The members of twilioMessage, as bits of a set.
+const (
+	fEvent uint8 = 1 << iota
+	fStreamSID
+	fStart
+	fMedia
+	fMark
+	fDTMF
+)
+
+// twilioField returns the bit of the twilioMessage member a folded key
+// names, or 0 for a key encoding/json ignores.
+func twilioField(folded []byte) uint8 {
+	switch string(folded) {
+	case "event":
+		return fEvent
+	case "streamsid":
+		return fStreamSID
+	case "start":
+		return fStart
+	case "media":
+		return fMedia
+	case "mark":
+		return fMark
+	case "dtmf":
+		return fDTMF
+	}
+	return 0
 }
 
-// scanMember reads the string member key of the object at s.
+// scanString reads a string the caller uses as is: it must be plain.
+func scanString(s *jsonscan.Scanner) ([]byte, bool) {
+	v, plain, ok := s.String()
+	return v, ok && plain
+}
+
+// scanAnyString reads a string the caller does not use.
+func scanAnyString(s *jsonscan.Scanner) bool {
+	_, _, ok := s.String()
+	return ok
+}
+
+// scanMember reads the string member key (lower case) of the object at s,
+// an object whose only field is key, as twilioMessage's media, mark and dtmf.
 func scanMember(s *jsonscan.Scanner, key string) (v []byte, ok bool) {
 	if !s.Object() {
 		return nil, false
 	}
+	var buf [len("payload")]byte
 	for {
 		k, more := s.Key()
 		if !more {
 			return v, !s.Failed()
 		}
-		if string(k) == key {
+		name, ascii := jsonscan.Fold(buf[:], k)
+		switch {
+		case !ascii:
+			return nil, false
+		case string(name) != key:
+			if !s.Skip() {
+				return nil, false
+			}
+		case v != nil: // repeated
+			return nil, false
+		default:
 			if v, ok = scanString(s); !ok {
 				return nil, false
 			}
-		} else if !s.Skip() {
-			return nil, false
 		}
 	}
 }

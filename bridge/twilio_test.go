@@ -3,6 +3,7 @@ package bridge
 import (
 	"encoding/base64"
 	"encoding/json"
+	"reflect"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -163,5 +164,21 @@ func BenchmarkModelToTwilio(b *testing.B) {
 			b.Fatal("refused")
 		}
 		buf = out
+	}
+}
+
+// TestTwilioFieldsCoverTwilioMessage: scanTwilio knows every member of
+// twilioMessage (see TestEventFieldsCoverServerEvent for why).
+func TestTwilioFieldsCoverTwilioMessage(t *testing.T) {
+	typ := reflect.TypeFor[twilioMessage]()
+	for i := range typ.NumField() {
+		name := typ.Field(i).Tag.Get("json")
+		if twilioField([]byte(strings.ToLower(name))) == 0 {
+			t.Errorf("scanTwilio does not know twilioMessage.%s (%q)", typ.Field(i).Name, name)
+		}
+	}
+	f, ok := scanTwilio([]byte(`{"EVENT":"media","Media":{"PayLoad":"AAAA"},"streamsid":"MZ1"}`))
+	if !ok || string(f.event) != "media" || string(f.payload) != "AAAA" {
+		t.Errorf("keys in other cases, as encoding/json reads them: ok=%v %q %q", ok, f.event, f.payload)
 	}
 }
