@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"go.uber.org/goleak"
@@ -40,26 +41,50 @@ type receiver struct {
 	got      []received
 	statuses []int
 	notify   chan struct{}
+	lastAt   time.Time // when the last request came
 }
 
 func newReceiver(t *testing.T, statuses ...int) *receiver {
 	t.Helper()
-	r := &receiver{statuses: statuses, notify: make(chan struct{}, 100)}
-	r.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		b, _ := io.ReadAll(req.Body)
-		r.mu.Lock()
-		r.got = append(r.got, received{header: req.Header.Clone(), body: b})
-		status := http.StatusNoContent
-		if len(r.statuses) > 0 {
-			status, r.statuses = r.statuses[0], r.statuses[1:]
-		}
-		r.mu.Unlock()
-		w.WriteHeader(status)
-		r.notify <- struct{}{}
-	}))
+	r := newMemReceiver(statuses...)
+	r.srv = httptest.NewServer(r)
 	t.Cleanup(r.srv.Close)
 	return r
 }
+
+// newMemReceiver is a receiver without a server: its client (see client)
+// hands requests straight to it, so that a test of the sink's timing can
+// run in a testing/synctest bubble (real sockets cannot).
+func newMemReceiver(statuses ...int) *receiver {
+	return &receiver{statuses: statuses, notify: make(chan struct{}, 100)}
+}
+
+func (r *receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	b, _ := io.ReadAll(req.Body)
+	r.mu.Lock()
+	r.got = append(r.got, received{header: req.Header.Clone(), body: b})
+	r.lastAt = time.Now()
+	status := http.StatusNoContent
+	if len(r.statuses) > 0 {
+		status, r.statuses = r.statuses[0], r.statuses[1:]
+	}
+	r.mu.Unlock()
+	w.WriteHeader(status)
+	r.notify <- struct{}{}
+}
+
+// client is an HTTP client whose every request is served by r in memory.
+func (r *receiver) client() *http.Client {
+	return &http.Client{Transport: roundTripFunc(func(req *http.Request) (*http.Response, error) {
+		rec := httptest.NewRecorder()
+		r.ServeHTTP(rec, req)
+		return rec.Result(), nil
+	})}
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(req *http.Request) (*http.Response, error) { return f(req) }
 
 // wait waits for n requests in all.
 func (r *receiver) wait(t *testing.T, n int) []received {
@@ -181,20 +206,38 @@ func TestEventSinkDelivery(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			noLeaks(t)
-			r := newReceiver(t, tc.statuses...)
-			core, logs := observer.New(zap.WarnLevel)
-			sink := runSink(t, eventsChannel(r.srv.URL), channel.EventSinkConfig{Retries: 2, Logger: zap.New(core)})
-			sink.Post("CA2", "pbx", session.Event{At: time.Now(), Type: session.EventAnswered}, nil)
-			got := r.wait(t, tc.want)
-			for _, g := range got {
-				verifySignature(t, eventsSecret, g.header, g.body)
-			}
-			if tc.warned {
-				deadline := time.Now().Add(5 * time.Second)
-				for logs.FilterMessage("call event not posted").Len() == 0 && time.Now().Before(deadline) {
-					time.Sleep(10 * time.Millisecond)
+			// In a synctest bubble the retry backoff runs on the bubble's
+			// clock: it advances only when every goroutine of the sink is
+			// blocked, so waiting a minute of it is instant and leaves no
+			// attempt in flight.
+			synctest.Test(t, func(t *testing.T) {
+				r := newMemReceiver(tc.statuses...)
+				core, logs := observer.New(zap.WarnLevel)
+				sink := runSink(t, eventsChannel("http://events.example/hook"),
+					channel.EventSinkConfig{Retries: 2, Logger: zap.New(core), Client: r.client()})
+				start := time.Now()
+				sink.Post("CA2", "pbx", session.Event{At: time.Now(), Type: session.EventAnswered}, nil)
+				time.Sleep(time.Minute) // far past every backoff (200 ms, then 400 ms)
+				synctest.Wait()
+				got := r.wait(t, tc.want)
+				// No further attempt after success or giving up.
+				if len(got) != tc.want {
+					t.Fatalf("receiver got %d requests, want %d", len(got), tc.want)
+				}
+				for _, g := range got {
+					verifySignature(t, eventsSecret, g.header, g.body)
+				}
+				// The attempts were 200 ms, then 400 ms apart on the sink's clock.
+				if wantLast := backoffBefore(tc.want); r.lastAt.Sub(start) != wantLast {
+					t.Errorf("last attempt at +%v, want +%v", r.lastAt.Sub(start), wantLast)
 				}
 				entries := logs.FilterMessage("call event not posted").All()
+				if !tc.warned {
+					if len(entries) != 0 {
+						t.Fatalf("failure logged after success: %v", entries[0].ContextMap())
+					}
+					return
+				}
 				if len(entries) != 1 {
 					t.Fatalf("want one failure log, got %d", len(entries))
 				}
@@ -207,14 +250,19 @@ func TestEventSinkDelivery(t *testing.T) {
 						t.Fatalf("failure log carries the secret: %v", f)
 					}
 				}
-			}
-			// No further attempt after success or giving up.
-			time.Sleep(1200 * time.Millisecond)
-			if n := r.count(); n != tc.want {
-				t.Fatalf("receiver got %d requests, want %d", n, tc.want)
-			}
+			})
 		})
 	}
+}
+
+// backoffBefore is how long after the first attempt attempt n (1-based)
+// is made: 200 ms before the second, doubling after.
+func backoffBefore(n int) time.Duration {
+	var d time.Duration
+	for i, wait := 1, 200*time.Millisecond; i < n; i, wait = i+1, wait*2 {
+		d += wait
+	}
+	return d
 }
 
 func TestEventSinkSkipsChannelWithoutEventsURL(t *testing.T) {

@@ -121,10 +121,16 @@ func demo(ctx context.Context, args []string, getenv func(string) string, stdout
 	srvCtx, stopServer := context.WithCancel(context.WithoutCancel(ctx))
 	served := make(chan error, 1)
 	go func() { served <- runServer(srvCtx, c, log, appDeps{store: st}, ln) }()
-	defer func() {
+	serverUp := true
+	stop := func() error {
+		if !serverUp {
+			return nil
+		}
+		serverUp = false
 		stopServer()
-		<-served
-	}()
+		return <-served
+	}
+	defer stop()
 	if err := waitReady(ctx, public); err != nil {
 		return err
 	}
@@ -133,6 +139,12 @@ func demo(ctx context.Context, args []string, getenv func(string) string, stdout
 	sim, err := runDemoCall(ctx, tw, model)
 	if err != nil {
 		return err
+	}
+	// The call is over for Twilio; the bridge may still be tearing it down.
+	// Stopping the server drains it: runServer returns once every call has
+	// written the end of its session, so the record read below is final.
+	if err := stop(); err != nil {
+		return fmt.Errorf("demo: stopping the bridge: %w", err)
 	}
 	s, err := st.Session(ctx, sim.CallSID())
 	if err != nil {
@@ -224,8 +236,6 @@ func runDemoCall(ctx context.Context, tw *twiliotest.Twilio, model *realtimetest
 	case <-ctx.Done():
 		return nil, fmt.Errorf("demo: waiting for the hang-up: %w", ctx.Err())
 	}
-	// Let the last session writes land.
-	time.Sleep(200 * time.Millisecond)
 	return call, nil
 }
 
