@@ -90,7 +90,7 @@ func (c *caller) fail(format string, args ...any) {
 func (c *caller) run(ctx context.Context) {
 	l := c.l
 	defer l.callers.Done()
-	defer c.closed.Store(true)
+	defer func() { c.closed.Store(true); l.poke() }()
 	c.answeredAt = l.now()
 	setup, cancel := context.WithTimeout(ctx, setupTimeout)
 	streamURL, token, err := c.webhook(setup)
@@ -270,6 +270,7 @@ func (c *caller) onMedia(now int64, payload []byte) {
 		live = now
 		c.liveAt.Store(now)
 		l.answer.add(now - c.answeredAt)
+		l.poke()
 	}
 	h, ok := readHeader(payload)
 	if !ok || h.magic != magicCaller {
@@ -290,6 +291,9 @@ func (c *caller) onMedia(now int64, payload []byte) {
 		return
 	}
 	c.echoed.Add(1)
+	if l.sendUntil.Load() != 0 {
+		l.poke() // draining: the drain waits for the last echoes
+	}
 	sent := s.sent.Load()
 	if sent <= live {
 		return // held while the call was set up: not the steady state

@@ -36,12 +36,39 @@ type load struct {
 	calls      []*caller // by index; fixed before any call starts
 	groups     []*group
 	callers    sync.WaitGroup
+	// changed is poked (see poke) when a call goes live, closes, or has a
+	// frame echoed while draining: what the set-up and drain waits watch.
+	changed chan struct{}
 
 	sendUntil  atomic.Int64 // when media stops (0: not yet decided)
 	drainUntil atomic.Int64 // when stop is sent (0: not yet decided)
 	lateFrames atomic.Int64
 
 	roundTrip, toModel, toTwilio, answer histogram
+}
+
+// poke tells a waitFor that a call changed; it never blocks.
+func (l *load) poke() {
+	select {
+	case l.changed <- struct{}{}:
+	default: // a wake-up is already pending
+	}
+}
+
+// waitFor checks cond again each time a call changes (poke) until it holds,
+// limit passes or ctx ends.
+func (l *load) waitFor(ctx context.Context, limit time.Duration, cond func() bool) {
+	t := time.NewTimer(limit)
+	defer t.Stop()
+	for !cond() {
+		select {
+		case <-l.changed:
+		case <-t.C:
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
 }
 
 // now is the load's clock: monotonic nanoseconds since the run began,
@@ -72,7 +99,7 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Report, error) {
 	if cfg.Procs > 0 {
 		defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(cfg.Procs))
 	}
-	l := &load{cfg: cfg, epoch: time.Now(), tmpl: newAudioTemplates()}
+	l := &load{cfg: cfg, epoch: time.Now(), tmpl: newAudioTemplates(), changed: make(chan struct{}, 1)}
 	// The calls exist before the model starts: its goroutines read them.
 	l.calls = make([]*caller, cfg.Calls)
 	for i := range l.calls {
@@ -194,19 +221,14 @@ func (l *load) drive(ctx context.Context, t *target, rep *Report, say func(strin
 		go c.run(callCtx)
 	}
 	// Set-up: every call heard the agent or failed (bounded per call).
-	setupLimit := time.Now().Add(setupTimeout + time.Second)
-	for time.Now().Before(setupLimit) && ctx.Err() == nil {
-		pending := 0
+	l.waitFor(ctx, setupTimeout+time.Second, func() bool {
 		for _, c := range l.calls {
 			if c.liveAt.Load() == 0 && !c.closed.Load() {
-				pending++
+				return false
 			}
 		}
-		if pending == 0 {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return true
+	})
 	live := 0
 	for _, c := range l.calls {
 		if c.liveAt.Load() != 0 && !c.closed.Load() {
@@ -220,19 +242,14 @@ func (l *load) drive(ctx context.Context, t *target, rep *Report, say func(strin
 	l.sendUntil.Store(l.now())
 
 	// Drain: every echo back, or the drain limit.
-	drainLimit := time.Now().Add(cfg.Drain)
-	for time.Now().Before(drainLimit) {
-		out := int64(0)
+	l.waitFor(context.WithoutCancel(ctx), cfg.Drain, func() bool {
 		for _, c := range l.calls {
-			if !c.closed.Load() {
-				out += c.sent.Load() - c.echoed.Load()
+			if !c.closed.Load() && c.sent.Load() != c.echoed.Load() {
+				return false
 			}
 		}
-		if out == 0 {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return true
+	})
 	l.drainUntil.Store(l.now())
 	say("stopping the calls")
 	done := make(chan struct{})
