@@ -164,8 +164,14 @@ func TestBargeIn(t *testing.T) {
 	waitFor(t, "the clear at Twilio", func() bool { return len(call.Clears()) == 1 })
 	played := call.Clears()[0].PlayedBytesOfSinceLastIdle / 8
 	t.Logf("audio_end_ms %d, Twilio played %d ms", ev.AudioEndMs, played)
-	if d := ev.AudioEndMs - played; d < -40 || d > 40 {
-		t.Fatalf("audio_end_ms %d, Twilio played %d ms of the item", ev.AudioEndMs, played)
+	// Bounds that hold however slow the machine is (the arithmetic itself
+	// is tested exactly, on an injected clock, in playout_test.go): the
+	// bridge counts from the echoed marks, which Twilio sends once their
+	// audio has played, so it never claims more than Twilio had played when
+	// the clear arrived; and the caller heard at least 1 s before speaking,
+	// of which every 100 ms chunk but the last was confirmed by its mark.
+	if ev.AudioEndMs > played || ev.AudioEndMs < 900 {
+		t.Fatalf("audio_end_ms %d, Twilio played %d ms of the item (at least 1000 before the caller spoke)", ev.AudioEndMs, played)
 	}
 	if ev.ContentIndex != 0 || ev.ItemID == "" {
 		t.Fatalf("truncate %s", tr.Raw)
