@@ -20,6 +20,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/vivi/bridge/internal/testwait"
 	"github.com/vivi/bridge/bridge/realtime/realtimetest"
 	"github.com/vivi/bridge/session"
 	"github.com/vivi/bridge/twiliotest"
@@ -334,16 +335,11 @@ func waitEvent(t *testing.T, mc *realtimetest.Conn, typ string, n int) realtimet
 	return ev
 }
 
-// waitFor polls cond until it holds or waitLimit passes.
+// waitFor waits until cond, state read from the fakes, holds or waitLimit
+// passes (see testwait.Until; prefer a fake's Wait method where it has one).
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(waitLimit)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testwait.Until(t, waitLimit, what, cond)
 }
 
 // waitEnded waits for the session to end and returns it.

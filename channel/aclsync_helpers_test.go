@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/vivi/bridge/internal/testwait"
 	"github.com/vivi/bridge/channel"
 	"github.com/vivi/bridge/store"
 	"github.com/vivi/bridge/transfer"
@@ -161,16 +162,11 @@ func sipRequests(rest *twiliotest.REST, skip int, withReads bool) []twiliotest.R
 	return out
 }
 
-// waitFor polls cond for up to 5 s.
+// waitFor waits up to 5 s for cond, state read back from the REST fake
+// and the store (see testwait.Until).
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testwait.Until(t, 5*time.Second, what, cond)
 }
 
 // call sends an authorized JSON request to the admin API and returns the

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vivi/bridge/internal/testwait"
 	"github.com/vivi/bridge/channel"
 	"github.com/vivi/bridge/session"
 )
@@ -122,14 +123,9 @@ func sameJSON(t *testing.T, what string, got, want any) {
 	}
 }
 
-// eventually polls cond every 20 ms for up to 5 s.
+// eventually waits up to 5 s for cond on the store under test (Redis
+// expiring keys tells no one; see testwait.Until).
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after 5s waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testwait.Until(t, 5*time.Second, what, cond)
 }

@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/vivi/bridge/internal/testwait"
 )
 
 // mediaPayload decodes the payload of a media message from the client.
@@ -191,7 +193,11 @@ func TestClearEchoesPendingMarksAndDropsAudio(t *testing.T) {
 		ci.PlayedBytesOfSinceLastIdle != ci.PlayedBytesTotal || ci.PlayedBytesTotal+ci.ClearedBytes != 2*len(part) {
 		t.Errorf("clear = %+v", ci)
 	}
-	time.Sleep(60 * time.Millisecond) // nothing more may play
+	// Nothing more may play: the clear emptied the buffer (what the player
+	// plays from), so the played audio is final, not a snapshot.
+	if n := c.BufferedBytes(); n != 0 {
+		t.Fatalf("BufferedBytes = %d after the clear", n)
+	}
 	played := c.PlayedAudio()
 	if len(played) != ci.PlayedBytesTotal || !bytes.Equal(played, part[:len(played)]) {
 		t.Errorf("PlayedAudio = %d bytes, want the %d played before the clear", len(played), ci.PlayedBytesTotal)
@@ -229,16 +235,10 @@ func TestSequenceNumbersFollowTheWireOrder(t *testing.T) {
 	}
 }
 
-// waitFor polls cond until it holds or waitTime passes.
+// waitFor waits until cond holds or waitTime passes (see testwait.Until).
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(waitTime)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting until %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testwait.Until(t, waitTime, "until "+what, cond)
 }
 
 func TestDiscardAudioKeepsCountsOnly(t *testing.T) {

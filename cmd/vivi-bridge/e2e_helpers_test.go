@@ -19,6 +19,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/vivi/bridge/bridge/realtime/realtimetest"
+	"github.com/vivi/bridge/internal/testwait"
 	"github.com/vivi/bridge/session"
 	"github.com/vivi/bridge/store"
 	"github.com/vivi/bridge/twiliotest"
@@ -86,6 +87,8 @@ type e2e struct {
 	target string // pod the load balancer sends to
 	pods   map[string]*e2ePod
 	yaml   string
+	// updated is notified at each REST call update seen by watchUpdates.
+	updated *testwait.Notifier
 	// domainSID, when set before start, is the pods' TWILIO_SIP_DOMAIN_SID.
 	domainSID string
 	// currentStream is the stream the REST watcher looks at.

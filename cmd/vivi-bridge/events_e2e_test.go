@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/vivi/bridge/bridge/realtime/realtimetest"
+	"github.com/vivi/bridge/internal/testwait"
 	"github.com/vivi/bridge/session"
 )
 
@@ -24,6 +25,7 @@ func TestCallEventsPostedToChannelEventsURL(t *testing.T) {
 	var mu sync.Mutex
 	var events []map[string]any
 	var badSig []string
+	posted := testwait.NewNotifier()
 	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		sig := r.Header.Get("X-Vivi-Signature")
@@ -39,6 +41,7 @@ func TestCallEventsPostedToChannelEventsURL(t *testing.T) {
 			events = append(events, m)
 		}
 		mu.Unlock()
+		posted.Notify()
 		w.WriteHeader(http.StatusNoContent)
 	}))
 	t.Cleanup(recv.Close)
@@ -61,36 +64,26 @@ func TestCallEventsPostedToChannelEventsURL(t *testing.T) {
 	e.waitSession(call.CallSID(), "ended", func(s *session.Session) bool { return s.State == session.Ended })
 
 	want := []string{session.EventAnswered, session.EventStreamStarted, session.EventEnded}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	missing := func() string {
 		mu.Lock()
+		defer mu.Unlock()
+		if len(badSig) > 0 {
+			t.Fatalf("events with bad signatures: %v", badSig)
+		}
 		seen := map[string]bool{}
 		for _, m := range events {
 			if m["callSid"] == call.CallSID() && m["channelId"] == "tls-pbx" {
 				seen[m["type"].(string)] = true
 			}
 		}
-		bad := append([]string(nil), badSig...)
-		got := len(events)
-		mu.Unlock()
-		if len(bad) > 0 {
-			t.Fatalf("events with bad signatures: %v", bad)
-		}
-		missing := ""
 		for _, w := range want {
 			if !seen[w] {
-				missing = w
-				break
+				return w
 			}
 		}
-		if missing == "" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("receiver got %d events for the call, none of type %s", got, missing)
-		}
-		time.Sleep(20 * time.Millisecond)
+		return ""
 	}
+	posted.Wait(t, 10*time.Second, "the call's answered, stream_started and ended events", func() bool { return missing() == "" })
 	mu.Lock()
 	defer mu.Unlock()
 	for _, m := range events {

@@ -3,7 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/xml"
-	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/vivi/bridge/bridge/realtime/realtimetest"
+	"github.com/vivi/bridge/internal/testwait"
 	"github.com/vivi/bridge/session"
 	"github.com/vivi/bridge/twiliotest"
 )
@@ -41,7 +42,9 @@ type updateSeen struct {
 func (e *e2e) watchUpdates(status int) func() []updateSeen {
 	var mu sync.Mutex
 	var seen []updateSeen
+	e.updated = testwait.NewNotifier()
 	e.tw.REST().OnCallUpdate(func(sid string, form url.Values) (int, string) {
+		defer e.updated.Notify()
 		u := updateSeen{form: form}
 		e.mu.Lock()
 		st := e.currentStream
@@ -66,15 +69,8 @@ func (e *e2e) watchUpdates(status int) func() []updateSeen {
 
 func (e *e2e) waitUpdates(get func() []updateSeen, n int) []updateSeen {
 	e.t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		if u := get(); len(u) >= n {
-			return u
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	e.t.Fatalf("REST fake saw %d call updates, want %d", len(get()), n)
-	return nil
+	e.updated.Wait(e.t, 10*time.Second, fmt.Sprintf("%d REST call updates", n), func() bool { return len(get()) >= n })
+	return get()
 }
 
 func timelineHas(s *session.Session, typ, detail string) bool {
@@ -337,13 +333,6 @@ func TestReferStatusBadSignature(t *testing.T) {
 	call.Hangup(e.ctx)
 }
 
-func waitFor(ok func() bool) error {
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
-		if ok() {
-			return nil
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return errors.New("condition not met within 5 s")
-}
+// waitFor waits up to 5 s for ok, state read from the fakes; the caller
+// judges a timeout (see testwait.Poll).
+func waitFor(ok func() bool) error { return testwait.Poll(5*time.Second, ok) }
