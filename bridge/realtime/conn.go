@@ -170,11 +170,7 @@ func newConn(ws *websocket.Conn, cfg Config) *Conn {
 	if limit <= 0 || limit > 1<<30 {
 		limit = DefaultReadLimit
 	}
-	var br io.Reader
-	if hr := wsframe.HandshakeReader(ws); hr != nil {
-		br = hr
-	}
-	c.wc = wsframe.NewConn(ws.NetConn(), br, wsframe.Config{Client: true, ReadBuffer: 4096,
+	c.wc = wsframe.NewConn(ws.NetConn(), wsframe.HandshakeReader(ws), wsframe.Config{Client: true, ReadBuffer: 4096,
 		ReadLimit: int(limit), WriteTimeout: writeTimeout, CloseWait: closeWait})
 	c.wc.OnPong(func() {
 		// Runs inside Read, on the reader goroutine: a pong is life.

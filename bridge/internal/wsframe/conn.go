@@ -67,9 +67,10 @@ type Conn struct {
 
 // NewConn takes over nc, whose handshake is done. br is what the handshake
 // was read through (it may hold the peer's first frames already), or nil.
-func NewConn(nc net.Conn, br io.Reader, cfg Config) *Conn {
-	if br == nil {
-		br = nc
+func NewConn(nc net.Conn, br *bufio.Reader, cfg Config) *Conn {
+	var r io.Reader = nc
+	if br != nil {
+		r = br
 	}
 	if cfg.ReadBuffer <= 0 {
 		cfg.ReadBuffer = 4096
@@ -79,7 +80,7 @@ func NewConn(nc net.Conn, br io.Reader, cfg Config) *Conn {
 	}
 	c := &Conn{nc: nc, cfg: cfg, readDone: make(chan struct{}),
 		wctl: make([]byte, 0, 2+8+maxControlPayload), pong: make([]byte, 0, maxControlPayload)}
-	c.r = NewReader(br, cfg.ReadBuffer, !cfg.Client, cfg.ReadLimit)
+	c.r = NewReader(r, cfg.ReadBuffer, !cfg.Client, cfg.ReadLimit)
 	c.r.Ping = c.queuePong
 	return c
 }
