@@ -112,7 +112,8 @@ func (c *Conn) Next(buf []byte) (typ int, msg []byte, err error) {
 	typ, msg, err = c.r.Next(buf)
 	c.reading.Store(false)
 	if err != nil {
-		c.readErr.CompareAndSwap(nil, &err)
+		final := err // a copy: taking err's address would put it on the heap on every call
+		c.readErr.CompareAndSwap(nil, &final)
 		c.readOnce.Do(func() { close(c.readDone) })
 	}
 	return typ, msg, err

@@ -380,3 +380,41 @@ func TestConnReaderNotHeldBySlowPeer(t *testing.T) {
 }
 
 func utf8Valid(b []byte) bool { return strings.ToValidUTF8(string(b), "\uFFFD") == string(b) }
+
+// fakeConn reads from r and discards writes.
+type fakeConn struct {
+	net.Conn
+	r io.Reader
+}
+
+func (c fakeConn) Read(b []byte) (int, error)       { return c.r.Read(b) }
+func (c fakeConn) Write(b []byte) (int, error)      { return len(b), nil }
+func (c fakeConn) SetWriteDeadline(time.Time) error { return nil }
+func (c fakeConn) SetReadDeadline(time.Time) error  { return nil }
+func (c fakeConn) Close() error                     { return nil }
+
+// TestConnPerFrameAllocatesNothing: reading a message (with a ping in
+// between, answered) and writing frames allocate nothing per frame.
+func TestConnPerFrameAllocatesNothing(t *testing.T) {
+	var in []byte
+	for range 200 {
+		in = append(in, client(finBit|opPing, []byte("p"))...)
+		in = AppendMaskedText(in, payload(300), 0x01020304)
+	}
+	c := NewConn(fakeConn{r: bytes.NewReader(in)}, nil, Config{ReadLimit: 1 << 20})
+	buf := make([]byte, 0, 512)
+	out := make([]byte, 0, 1024)
+	allocs := testing.AllocsPerRun(199, func() {
+		_, msg, err := c.Next(buf)
+		if err != nil || len(msg) != 300 {
+			t.Fatalf("%d bytes, %v", len(msg), err)
+		}
+		out = c.AppendText(out[:0], msg)
+		if err := c.WriteFrames(out); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("%v allocations per frame", allocs)
+	}
+}
