@@ -47,6 +47,7 @@ fuzz: ## a short run of every fuzz target (FUZZTIME=20s each)
 	$(GO) test ./bridge -run '^$$' -fuzz '^FuzzTwilioToModel$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./bridge -run '^$$' -fuzz '^FuzzModelToTwilio$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./bridge/internal/jsonscan -run '^$$' -fuzz '^FuzzScanner$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./bridge/internal/wsframe -run '^$$' -fuzz '^FuzzReader$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./channel -run '^$$' -fuzz '^FuzzParseConfig$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./session -run '^$$' -fuzz '^FuzzTokenVerify$$' -fuzztime $(FUZZTIME)
 

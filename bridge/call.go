@@ -10,6 +10,7 @@ import (
 	"github.com/gorilla/websocket"
 	"go.uber.org/zap"
 
+	"github.com/vivi/bridge/bridge/internal/wsframe"
 	"github.com/vivi/bridge/session"
 )
 
@@ -51,6 +52,7 @@ type call struct {
 	stopMu sync.Once
 	wg     sync.WaitGroup // every goroutine of the call
 	tw     *websocket.Conn
+	twc    *wsframe.Conn // owns every frame of tw after the upgrade
 
 	twIn    chan twilioMsg
 	twOut   chan outFrame
@@ -109,7 +111,7 @@ type call struct {
 func newCall(s *Server, ws *websocket.Conn, remote string) *call {
 	ctx, cancel := context.WithCancel(s.cfg.BaseContext)
 	c := &call{
-		srv: s, cfg: &s.cfg, ctx: ctx, cancel: cancel, tw: ws,
+		srv: s, cfg: &s.cfg, ctx: ctx, cancel: cancel, tw: ws, twc: newTwilioConn(ws, &s.cfg),
 		done:      make(chan struct{}),
 		stopCh:    make(chan struct{}),
 		twIn:      make(chan twilioMsg, inQueue),
@@ -123,7 +125,6 @@ func newCall(s *Server, ws *websocket.Conn, remote string) *call {
 		closeCode: websocket.CloseNormalClosure,
 	}
 	c.held.limit = int(s.cfg.HoldAudio / byteTime)
-	ws.SetReadLimit(twilioLimit)
 	return c
 }
 

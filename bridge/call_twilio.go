@@ -40,16 +40,33 @@ type twilioMsg struct {
 	streamSID string
 }
 
+// ReasonTwilioProtocol ends a call whose Twilio socket broke RFC 6455 (or
+// sent a message over twilioLimit): not a caller's hang-up or a network
+// drop, and answered with close code 1002, 1007 or 1009.
+const ReasonTwilioProtocol = "twilio_protocol_error"
+
+// twilioCloseWait bounds how long the writer waits for Twilio's answer to
+// our close frame before closing the TCP connection.
+const twilioCloseWait = time.Second
+
+// newTwilioConn takes the Twilio socket over from gorilla after the
+// upgrade: from here on wsframe owns every frame of it, both ways, so that
+// pings are answered, every write has the one deadline policy, and a
+// protocol error is answered with its close code. It reads through
+// gorilla's buffer, which may hold what Twilio sent right after the 101.
+func newTwilioConn(ws *websocket.Conn, cfg *Config) *wsframe.Conn {
+	return wsframe.NewConn(ws.NetConn(), wsframe.HandshakeReader(ws), wsframe.Config{
+		ReadBuffer: twilioReadBuffer, ReadLimit: twilioLimit,
+		WriteTimeout: cfg.WriteTimeout, CloseWait: twilioCloseWait,
+	})
+}
+
 // readTwilio is the Twilio socket's only reader. It does the per-frame work
 // (media becomes a ready-made model event) so that the loop only routes.
-// It reads the data frames itself (wsframe) rather than through gorilla,
-// which allocates per message; gorilla still answers pings and closes.
+// Pings are answered from inside twc.Next, through twc's write path.
 func (c *call) readTwilio() {
 	defer c.wg.Done()
-	r := wsframe.NewReader(c.tw.NetConn(), twilioReadBuffer, true, twilioLimit)
-	r.Ping = func(p []byte) {
-		_ = c.tw.WriteControl(websocket.PongMessage, p, time.Now().Add(c.cfg.WriteTimeout))
-	}
+	r := c.twc
 	var buf []byte
 	var refreshed time.Time
 	for {
@@ -57,7 +74,7 @@ func (c *call) readTwilio() {
 		// The deadline moves at most once a second, not per frame.
 		if now := time.Now(); now.Sub(refreshed) >= time.Second {
 			refreshed = now
-			_ = c.tw.SetReadDeadline(now.Add(c.cfg.TwilioIdleTimeout))
+			_ = r.SetReadDeadline(now.Add(c.cfg.TwilioIdleTimeout))
 		}
 		typ, msg, err := r.Next(buf)
 		buf = msg
@@ -138,26 +155,25 @@ func (c *call) parseTwilio(typ int, b []byte) twilioMsg {
 	return twilioMsg{kind: twUnknown, text: clip(string(f.event), 40)}
 }
 
-// writeTwilio is the Twilio socket's only writer. When the call ends it
-// sends the close frame and closes the socket, which ends the reader.
+// writeTwilio is the Twilio socket's data writer. When the call ends it
+// sends the close frame (the reader's protocol error code if it met one)
+// and closes the socket, which ends the reader.
 func (c *call) writeTwilio() {
 	defer c.wg.Done()
 	defer func() {
 		select {
 		case <-c.done: // the loop set the close code before closing done
-			msg := websocket.FormatCloseMessage(c.closeCode, c.closeText)
-			_ = c.tw.WriteControl(websocket.CloseMessage, msg, time.Now().Add(time.Second))
-		default: // a write failed: the socket is broken, no close frame
+			_ = c.twc.Close(c.closeCode, c.closeText)
+		default: // a write failed: twc sends no close frame on a broken stream
+			_ = c.twc.Close(websocket.CloseAbnormalClosure, "")
 		}
-		_ = c.tw.Close()
 	}()
-	var moved time.Time // when the write deadline was last moved
 	for {
 		select {
 		case <-c.done:
 			return
 		case f := <-c.twOut:
-			if err := c.writeTwilioFrames(f, &moved); err != nil {
+			if err := c.writeTwilioFrames(f); err != nil {
 				// The reader fails next and reports it to the loop. (c.log
 				// belongs to the loop: not used here.)
 				c.srv.log.Debug("twilio write failed", zap.Error(err))
@@ -173,7 +189,7 @@ const writeBatch = 32 << 10
 // writeTwilioFrames writes f and whatever else is queued already as
 // websocket frames in one system call: a chunk's media and mark always go
 // together, and a backlog drains in a few writes instead of one per message.
-func (c *call) writeTwilioFrames(f outFrame, moved *time.Time) error {
+func (c *call) writeTwilioFrames(f outFrame) error {
 	wb := c.srv.pool.get()
 	b := appendOutFrame(*wb, f, wsframe.AppendText)
 	c.srv.pool.put(f.buf)
@@ -187,15 +203,7 @@ gather:
 			break gather
 		}
 	}
-	conn := c.tw.NetConn()
-	var err error
-	if now := time.Now(); now.Sub(*moved) >= time.Second { // a timer update: not per frame
-		*moved = now
-		err = conn.SetWriteDeadline(now.Add(c.cfg.WriteTimeout))
-	}
-	if err == nil {
-		_, err = conn.Write(b)
-	}
+	err := c.twc.WriteFrames(b) // with the write deadline, after a pong that is due
 	*wb = b
 	c.srv.pool.put(wb)
 	return err
@@ -283,6 +291,12 @@ func (c *call) onTwilioClosed(err error) {
 			c.log.Info("twilio closed the media stream before it was accepted", zap.Error(err))
 			c.endReason = "closed_early"
 		}
+		return
+	}
+	if code := wsframe.CloseCode(err); code != 0 {
+		// Recorded as what it is, not as the caller's disconnect.
+		c.log.Warn("twilio broke the websocket protocol: closing", zap.Int("code", code), zap.Error(err))
+		c.end(ReasonTwilioProtocol)
 		return
 	}
 	var ce *websocket.CloseError

@@ -2,8 +2,11 @@
 // a websocket, with typed events for what the bridge uses and a hand-written
 // fast path for the audio events that make up almost all of the traffic.
 //
-// A Conn follows gorilla/websocket's rule: one goroutine reads (Read) and one
-// goroutine writes (Write, WriteJSON, Ping); Close may be called from any.
+// gorilla/websocket does the handshake; after it every frame of the socket
+// goes through one wsframe.Conn (data, pings, pongs, closes), which answers
+// the model's pings through the same write path and deadline as the data.
+// One goroutine reads (Read) and one goroutine writes (Write, WriteJSON,
+// WriteFrames, Ping); Close may be called from any.
 // The beta protocol (OpenAI-Beta header, flat audio formats) is never spoken.
 package realtime
 
@@ -13,7 +16,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"strings"
@@ -64,15 +66,17 @@ type Config struct {
 
 // Conn is one realtime session's websocket.
 type Conn struct {
-	ws           *websocket.Conn
-	writeTimeout time.Duration
-	idleTimeout  time.Duration
+	wc          *wsframe.Conn
+	idleTimeout time.Duration
 
-	// When the deadlines were last moved: at most once a second, not per
-	// message (each move is a timer update). Owned by the reader and by the
-	// writer respectively.
-	readMoved, writeMoved time.Time
+	// When the read deadline was last moved: at most once a second, not
+	// per message (each move is a timer update). Owned by the reader.
+	readMoved time.Time
 }
+
+// closeWait bounds how long Close waits for the model's answering close
+// frame.
+const closeWait = time.Second
 
 // deadlineSlack is how stale a moved deadline may get: timeouts are then
 // between the configured value and one second less.
@@ -134,8 +138,8 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 	}
 	d := cfg.Dialer
 	if d == nil {
-		// Data frames are written with AppendFrame and WriteFrames, so
-		// gorilla's write buffer only carries control frames: keep it small.
+		// gorilla writes only the handshake request: keep its write
+		// buffer small. Its read buffer becomes the frame reader's.
 		d = &websocket.Dialer{Proxy: http.ProxyFromEnvironment, HandshakeTimeout: DefaultHandshakeTimeout,
 			ReadBufferSize: 4096, WriteBufferSize: 512}
 	}
@@ -147,23 +151,32 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 		}
 		return nil, fmt.Errorf("realtime: dial %s%s: %w", u.Host, u.Path, err)
 	}
-	c := &Conn{ws: ws, writeTimeout: cfg.WriteTimeout, idleTimeout: cfg.IdleTimeout}
-	if c.writeTimeout <= 0 {
-		c.writeTimeout = DefaultWriteTimeout
-	}
+	return newConn(ws, cfg), nil
+}
+
+// newConn takes ws over after the handshake. The model may send its first
+// event (session.created) right behind the 101 response: gorilla's read
+// buffer may hold it already, so the frame reader reads through it.
+func newConn(ws *websocket.Conn, cfg Config) *Conn {
+	c := &Conn{idleTimeout: cfg.IdleTimeout}
 	if c.idleTimeout <= 0 {
 		c.idleTimeout = DefaultIdleTimeout
 	}
+	writeTimeout := cfg.WriteTimeout
+	if writeTimeout <= 0 {
+		writeTimeout = DefaultWriteTimeout
+	}
 	limit := cfg.ReadLimit
-	if limit <= 0 {
+	if limit <= 0 || limit > 1<<30 {
 		limit = DefaultReadLimit
 	}
-	ws.SetReadLimit(limit)
-	ws.SetPongHandler(func(string) error {
-		// Runs inside Read, on the reader goroutine.
-		return ws.SetReadDeadline(time.Now().Add(c.idleTimeout))
+	c.wc = wsframe.NewConn(ws.NetConn(), wsframe.HandshakeReader(ws), wsframe.Config{Client: true, ReadBuffer: 4096,
+		ReadLimit: int(limit), WriteTimeout: writeTimeout, CloseWait: closeWait})
+	c.wc.OnPong(func() {
+		// Runs inside Read, on the reader goroutine: a pong is life.
+		_ = c.wc.SetReadDeadline(time.Now().Add(c.idleTimeout))
 	})
-	return c, nil
+	return c
 }
 
 // refusal returns the error type and code of a refused handshake's JSON
@@ -200,15 +213,11 @@ func clip(s string, n int) string {
 func (c *Conn) Read(buf []byte) ([]byte, error) {
 	if now := time.Now(); now.Sub(c.readMoved) >= deadlineSlack {
 		c.readMoved = now
-		if err := c.ws.SetReadDeadline(now.Add(c.idleTimeout)); err != nil {
+		if err := c.wc.SetReadDeadline(now.Add(c.idleTimeout)); err != nil {
 			return buf[:0], fmt.Errorf("realtime: read: %w", err)
 		}
 	}
-	typ, r, err := c.ws.NextReader()
-	if err != nil {
-		return buf[:0], fmt.Errorf("realtime: read: %w", err)
-	}
-	buf, err = ReadAll(buf[:0], r)
+	typ, buf, err := c.wc.Next(buf)
 	if err != nil {
 		return buf, fmt.Errorf("realtime: read: %w", err)
 	}
@@ -238,35 +247,20 @@ func ReadAll(buf []byte, r io.Reader) ([]byte, error) {
 
 // Write sends one text message (a JSON event) with the write deadline.
 func (c *Conn) Write(msg []byte) error {
-	if err := c.ws.SetWriteDeadline(time.Now().Add(c.writeTimeout)); err != nil {
-		return fmt.Errorf("realtime: write: %w", err)
-	}
-	if err := c.ws.WriteMessage(websocket.TextMessage, msg); err != nil {
-		return fmt.Errorf("realtime: write: %w", err)
-	}
-	return nil
+	return c.WriteFrames(c.AppendFrame(nil, msg))
 }
 
 // AppendFrame appends msg (a JSON event) to dst as one masked websocket
 // text frame, ready for WriteFrames: the writer of a busy connection can
 // gather several events into one system call, and nothing is allocated.
 func (c *Conn) AppendFrame(dst, msg []byte) []byte {
-	return wsframe.AppendMaskedText(dst, msg, rand.Uint32())
+	return c.wc.AppendText(dst, msg)
 }
 
 // WriteFrames sends frames made by AppendFrame, in one write with the write
 // deadline. It is a write like Write: the connection's one writer calls it.
 func (c *Conn) WriteFrames(frames []byte) error {
-	conn := c.ws.NetConn()
-	if now := time.Now(); now.Sub(c.writeMoved) >= deadlineSlack {
-		// Control frames (Ping, Close) set a deadline of their own, never
-		// shorter than writeTimeout but at the very end (Close).
-		c.writeMoved = now
-		if err := conn.SetWriteDeadline(now.Add(c.writeTimeout)); err != nil {
-			return fmt.Errorf("realtime: write: %w", err)
-		}
-	}
-	if _, err := conn.Write(frames); err != nil {
+	if err := c.wc.WriteFrames(frames); err != nil {
 		return fmt.Errorf("realtime: write: %w", err)
 	}
 	return nil
@@ -283,16 +277,17 @@ func (c *Conn) WriteJSON(v any) error {
 
 // Ping sends a ping; the pong extends the read deadline.
 func (c *Conn) Ping() error {
-	if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.writeTimeout)); err != nil {
+	if err := c.wc.Ping(nil); err != nil {
 		return fmt.Errorf("realtime: ping: %w", err)
 	}
 	return nil
 }
 
-// Close sends a normal close frame (best effort, bounded by one second) and
-// closes the connection, which makes a blocked Read return.
+// Close sends a close frame (best effort, bounded by one second) and closes
+// the connection, which makes a blocked Read return. The code is normal
+// (1000), or the code of the protocol error Read met (1002, 1007, 1009):
+// the model's side learns why. While Read is reading, Close waits up to a
+// second for the model's answering close frame.
 func (c *Conn) Close() error {
-	msg := websocket.FormatCloseMessage(websocket.CloseNormalClosure, "")
-	_ = c.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(time.Second))
-	return c.ws.Close()
+	return c.wc.Close(wsframe.CloseNormal, "")
 }

@@ -3,6 +3,7 @@ package realtime
 import (
 	"context"
 	"encoding/base64"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -145,18 +146,27 @@ func TestDialRefused(t *testing.T) {
 	}
 }
 
+// TestReadLimit: an event over the limit fails the read and Close tells
+// the model why: close code 1009 (changed from a text match on gorilla's
+// "read limit" error; issue 9 asks for 1009 on the wire).
 func TestReadLimit(t *testing.T) {
+	closed := make(chan error, 1)
 	srv, _ := echoServer(t, func(ws *websocket.Conn) {
 		_ = ws.WriteMessage(websocket.TextMessage, make([]byte, 2048))
-		_, _, _ = ws.ReadMessage()
+		_, _, err := ws.ReadMessage()
+		closed <- err
 	})
 	c, err := Dial(context.Background(), Config{URL: "ws" + strings.TrimPrefix(srv.URL, "http"), Model: "m", ReadLimit: 1024})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	if _, err := c.Read(nil); err == nil || !strings.Contains(err.Error(), "read limit") {
+	if _, err := c.Read(nil); !errors.Is(err, websocket.ErrReadLimit) {
 		t.Fatalf("err = %v", err)
+	}
+	_ = c.Close()
+	if err := <-closed; !websocket.IsCloseError(err, websocket.CloseMessageTooBig) {
+		t.Fatalf("the model saw %v, want close 1009", err)
 	}
 }
 
