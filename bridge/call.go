@@ -92,7 +92,8 @@ type call struct {
 	dropItems  []string // interrupted items whose late audio is dropped
 	respActive bool
 	respWanted bool // a response.create waits for the active response to end
-	toolCalls  map[string]bool
+	respAsked  bool // a response.create is outstanding (no response.created yet)
+	tools      toolState
 	hangup     speechWait
 	byOperator bool            // the hang-up was an operator's, not the agent's end_call
 	xferWait   speechWait      // a transfer waiting for the announcement to play
@@ -118,7 +119,6 @@ func newCall(s *Server, ws *websocket.Conn, remote string) *call {
 		modelIn:   make(chan modelMsg, inQueue),
 		results:   make(chan func()),
 		log:       s.log.With(zap.String("remote", remote)),
-		toolCalls: map[string]bool{},
 		anomalies: map[string]int{},
 		closeCode: websocket.CloseNormalClosure,
 	}

@@ -170,7 +170,7 @@ func (c *call) closeModel() {
 		close(c.model.quit)
 		c.model = nil
 	}
-	c.respActive, c.respWanted = false, false
+	c.respActive, c.respWanted, c.respAsked = false, false, false
 }
 
 // redial replaces a lost model connection, at most MaxRedials times a call.
@@ -387,19 +387,24 @@ func (c *call) onModelEvent(ev *realtime.ServerEvent) {
 	case realtime.TypeSessionUpdated:
 		c.onSessionUpdated()
 	case realtime.TypeSpeechStarted:
+		c.tools.newTurn()
 		c.onSpeechStarted()
+	case realtime.TypeInputCommitted:
+		c.tools.newTurn()
 	case realtime.TypeResponseCreated:
-		c.respActive = true
+		c.onResponseCreated()
 	case realtime.TypeAudioDone:
 		c.markTail()
 	case realtime.TypeResponseDone:
 		c.markTail() // before the waits look at the playout
+		c.onResponseOutput(ev.Response)
 		c.onResponseDone()
 	case realtime.TypeFunctionCallArgumentsDone:
-		c.onToolCall(ev.CallID, ev.Name, ev.Arguments)
-	case realtime.TypeOutputItemDone:
+		c.onFunctionCall(ev.CallID, ev.ItemID, ev.Name, ev.Arguments, true)
+	case realtime.TypeOutputItemAdded, realtime.TypeOutputItemDone:
 		if it := ev.Item; it != nil && it.Type == "function_call" {
-			c.onToolCall(it.CallID, it.Name, it.Arguments)
+			done := ev.Type == realtime.TypeOutputItemDone
+			c.onFunctionCall(it.CallID, it.ID, it.Name, it.Arguments, done || it.Arguments != "")
 		}
 	case realtime.TypeAudioTranscriptDone:
 		c.addTurn(session.RoleAgent, ev.Transcript)
@@ -433,10 +438,10 @@ func (c *call) onSessionUpdated() {
 	}
 	c.flushHeld()
 	if first && len(items) == 0 {
-		c.toModelJSON(realtime.CreateResponse(greetingInstructions(c.agent, c.from)))
+		c.createResponse(greetingInstructions(c.agent, c.from))
 		return
 	}
-	c.toModelJSON(realtime.CreateResponse(""))
+	c.createResponse("")
 }
 
 // flushHeld sends the caller audio held while the model was not ready.
