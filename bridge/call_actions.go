@@ -29,6 +29,13 @@ const maxDropItems = 8
 // stopped hearing it. Nothing is sent when nothing is playing.
 func (c *call) onSpeechStarted() {
 	cuts := c.play.interrupt(c.now())
+	// Audio held back by pacing was never sent: dropped, and its items
+	// (not already cut) cut at 0, as nothing of them was heard.
+	for _, item := range c.dropHeldAudio() {
+		if !slices.ContainsFunc(cuts, func(t truncation) bool { return t.item == item }) {
+			cuts = append(cuts, truncation{item: item})
+		}
+	}
 	if cuts == nil {
 		return
 	}
@@ -330,9 +337,12 @@ func (c *call) startHangup() {
 	c.checkWaits()
 }
 
-// checkWaits runs the actions whose speech has finished playing.
+// checkWaits sends held agent audio that Twilio has room for, then runs
+// the actions whose speech has finished playing. It runs after every
+// change of the playout (an echo, a barge-in, the end of a response).
 func (c *call) checkWaits() {
-	idle := c.play.idle()
+	c.pumpAudio()
+	idle := c.play.idle() && c.ahead.len() == 0
 	if c.hangup.ready(idle) {
 		c.hangupNow("goodbye played")
 	}

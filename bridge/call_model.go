@@ -210,6 +210,12 @@ func (c *call) readModel(mc *modelConn) {
 			m = c.parseModel(msg, &lastItem, &item)
 		}
 		m.gen = mc.gen
+		if m.buf != nil && m.audio > maxMediaBytes {
+			if !c.splitAudio(msg, m) {
+				return
+			}
+			continue
+		}
 		select {
 		case c.modelIn <- m:
 		case <-c.done:
@@ -220,6 +226,46 @@ func (c *call) readModel(mc *modelConn) {
 			return
 		}
 	}
+}
+
+// splitAudio hands the loop an oversized audio delta (m, parsed from msg)
+// as media messages of at most maxMediaBytes each, in order; false when the
+// call ended meanwhile. It runs on the reader, so the loop's work per
+// message stays small, and the reader waits while the loop is busy.
+func (c *call) splitAudio(msg []byte, m modelMsg) bool {
+	c.srv.pool.put(m.buf)
+	delta := deltaOf(msg)
+	if delta == nil {
+		return true // cannot happen: parseModel read it
+	}
+	for left := m.audio; len(delta) > 0; left -= maxMediaBytes {
+		part := delta[:min(len(delta), maxMediaB64)]
+		delta = delta[len(part):]
+		fb := c.srv.pool.get()
+		*fb = c.frames.appendMedia(*fb, part)
+		p := modelMsg{gen: m.gen, buf: fb, item: m.item, audio: min(left, maxMediaBytes)}
+		select {
+		case c.modelIn <- p:
+		case <-c.done:
+			c.srv.pool.put(fb)
+			return false
+		}
+	}
+	return true
+}
+
+// deltaOf returns the base64 delta of an audio delta event: the fast
+// path's slice of msg, or the decoded string when it had escapes. A valid
+// base64 text has no characters that need escaping, so the decoded text is
+// exactly the base64.
+func deltaOf(msg []byte) []byte {
+	if _, _, d, ok := realtime.ScanAudioDelta(msg); ok {
+		return d
+	}
+	if ev, err := realtime.ParseEvent(msg); err == nil {
+		return []byte(ev.Delta)
+	}
+	return nil
 }
 
 // maxKeptReadBuf bounds the read buffer a model reader keeps between
@@ -344,41 +390,61 @@ func (c *call) onModelClosed(err error) {
 	c.redial()
 }
 
-// onModelAudio relays one chunk of the agent's audio to Twilio.
+// onModelAudio relays one chunk of the agent's audio to Twilio, or holds
+// it while Twilio has aheadLimit of audio to play (pacing.go).
 func (c *call) onModelAudio(m modelMsg) {
 	if slices.Contains(c.dropItems, m.item) {
 		c.srv.pool.put(m.buf) // late audio of an item the caller interrupted
 		return
 	}
-	now := c.now()
-	if c.play.tailOf(m.item) {
-		c.markTail() // the previous item's last audio gets its own mark
-	}
-	c.framesOut++
-	c.srv.metrics.framesOut.Inc()
-	if !c.play.wantMark(m.audio) {
-		c.play.sentUnmarked(m.item, m.audio, now)
-		c.toTwilio(outFrame{buf: m.buf})
+	if c.ahead.len() == 0 && c.play.canSend(m.audio) {
+		c.sendAudio(m.buf, m.item, m.audio)
 		return
 	}
-	seq := c.markSeq.Add(1)
-	c.play.sent(m.item, m.audio, seq, now)
-	split := len(*m.buf)
-	*m.buf = c.frames.appendMark(*m.buf, seq)
-	c.toTwilio(outFrame{buf: m.buf, split: split})
+	if c.ahead.push(heldChunk{buf: m.buf, item: m.item, audio: m.audio}) {
+		return
+	}
+	c.srv.pool.put(m.buf)
+	c.srv.metrics.agentDropped.Add(float64(m.audio))
+	if c.aheadDropped != m.item { // once an item, not per chunk
+		c.aheadDropped = m.item
+		c.record(session.EventModelError, "agent audio beyond the hold limit dropped (item "+clip(m.item, 64)+")")
+	}
+	c.anomaly("agent_audio_dropped", "model audio far ahead of playout: newest dropped",
+		zap.String("item", clip(m.item, 64)), zap.Int("held_bytes", c.ahead.bytes))
 }
 
-// markTail sends a mark after the audio sent without one, so that its echo
-// tells when it has played (the end of a response, an item change).
-func (c *call) markTail() {
-	if c.play.tail.n == 0 {
-		return
-	}
+// sendAudio sends one chunk and its mark to Twilio.
+func (c *call) sendAudio(buf *[]byte, item string, n int) {
+	c.framesOut++
+	c.srv.metrics.framesOut.Inc()
 	seq := c.markSeq.Add(1)
-	c.play.markTail(seq)
-	b := c.srv.pool.get()
-	*b = c.frames.appendMark(*b, seq)
-	c.toTwilio(outFrame{buf: b})
+	c.play.sent(item, n, seq, c.now())
+	split := len(*buf)
+	*buf = c.frames.appendMark(*buf, seq)
+	c.toTwilio(outFrame{buf: buf, split: split})
+}
+
+// pumpAudio sends held audio as far as Twilio's playout allows.
+func (c *call) pumpAudio() {
+	for c.ahead.len() > 0 && c.play.canSend(c.ahead.peek().audio) {
+		h := c.ahead.pop()
+		c.sendAudio(h.buf, h.item, h.audio)
+	}
+}
+
+// dropHeldAudio empties the hold (a barge-in) and returns the items it
+// held, in order, without repeats.
+func (c *call) dropHeldAudio() []string {
+	var items []string
+	for c.ahead.len() > 0 {
+		h := c.ahead.pop()
+		c.srv.pool.put(h.buf)
+		if len(items) == 0 || items[len(items)-1] != h.item {
+			items = append(items, h.item)
+		}
+	}
+	return items
 }
 
 // onModelEvent handles the decoded (non-audio) model events.
@@ -393,10 +459,7 @@ func (c *call) onModelEvent(ev *realtime.ServerEvent) {
 		c.tools.newTurn()
 	case realtime.TypeResponseCreated:
 		c.onResponseCreated()
-	case realtime.TypeAudioDone:
-		c.markTail()
 	case realtime.TypeResponseDone:
-		c.markTail() // before the waits look at the playout
 		c.onResponseOutput(ev.Response)
 		c.onResponseDone()
 	case realtime.TypeFunctionCallArgumentsDone:

@@ -19,6 +19,9 @@ type metrics struct {
 	// toolLimited counts tool calls answered without asking the model for
 	// another response, by the limit reached ("turn" or "call").
 	toolLimited *prometheus.CounterVec
+	// agentDropped counts agent audio bytes dropped because the call's
+	// hold (pacing.go) was full.
+	agentDropped prometheus.Counter
 }
 
 // labelTransferred counts, in calls_total, calls whose stream Twilio stopped
@@ -68,6 +71,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Namespace: "vivi", Subsystem: "bridge", Name: "tool_rounds_limited_total",
 			Help: "Times a call's tool-call round limit stopped the bridge from asking the model for another response, by scope (turn, call).",
 		}, []string{"scope"}),
+		agentDropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "vivi", Subsystem: "bridge", Name: "agent_audio_dropped_bytes_total",
+			Help: "Model audio bytes dropped because a call held the most audio it may ahead of Twilio's playout.",
+		}),
 	}
 	for _, s := range []string{"turn", "call"} {
 		m.toolLimited.WithLabelValues(s)
@@ -81,7 +88,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.active, m.ended, m.rejected, frames, m.bargeIns, m.redials, m.toolLimited} {
+	for _, c := range []prometheus.Collector{m.active, m.ended, m.rejected, frames, m.bargeIns, m.redials, m.toolLimited, m.agentDropped} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("bridge: register metrics (one Server per registry): %w", err)
 		}
