@@ -238,16 +238,27 @@ func (c *call) splitAudio(msg []byte, m modelMsg) bool {
 	if delta == nil {
 		return true // cannot happen: parseModel read it
 	}
-	for left := m.audio; len(delta) > 0; left -= maxMediaBytes {
-		part := delta[:min(len(delta), maxMediaB64)]
-		delta = delta[len(part):]
+	return splitDelta(delta, m.audio, func(part []byte, n int) bool {
 		fb := c.srv.pool.get()
 		*fb = c.frames.appendMedia(*fb, part)
-		p := modelMsg{gen: m.gen, buf: fb, item: m.item, audio: min(left, maxMediaBytes)}
 		select {
-		case c.modelIn <- p:
+		case c.modelIn <- modelMsg{gen: m.gen, buf: fb, item: m.item, audio: n}:
+			return true
 		case <-c.done:
 			c.srv.pool.put(fb)
+			return false
+		}
+	})
+}
+
+// splitDelta calls emit with each part of delta (valid base64 of n bytes)
+// of at most maxMediaB64 characters and the bytes it decodes to, in order,
+// until emit returns false (then false).
+func splitDelta(delta []byte, n int, emit func(part []byte, audio int) bool) bool {
+	for left := n; len(delta) > 0; left -= maxMediaBytes {
+		part := delta[:min(len(delta), maxMediaB64)]
+		delta = delta[len(part):]
+		if !emit(part, min(left, maxMediaBytes)) {
 			return false
 		}
 	}

@@ -279,3 +279,27 @@ func TestPreambleAndAnswerItems(t *testing.T) {
 		}
 	}
 }
+
+// FuzzSplitDelta: the parts of any valid base64 delta are valid base64 of
+// at most maxMediaBytes each, their audio counts are right, and together
+// they are the delta's audio, in order.
+func FuzzSplitDelta(f *testing.F) {
+	for _, n := range []int{0, 1, 2, 3, 959, 960, 961, 1920, 5000} {
+		f.Add(realtimetest.Pattern(n))
+	}
+	f.Fuzz(func(t *testing.T, audio []byte) {
+		delta := []byte(base64.StdEncoding.EncodeToString(audio))
+		var got []byte
+		splitDelta(delta, len(audio), func(part []byte, n int) bool {
+			b, err := base64.StdEncoding.DecodeString(string(part))
+			if err != nil || len(b) != n || n > maxMediaBytes || n == 0 {
+				t.Fatalf("part %q: %d bytes, told %d (%v)", part, len(b), n, err)
+			}
+			got = append(got, b...)
+			return true
+		})
+		if !bytes.Equal(got, audio) {
+			t.Fatalf("parts make %d bytes, want %d", len(got), len(audio))
+		}
+	})
+}
