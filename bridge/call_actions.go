@@ -99,8 +99,15 @@ func (c *call) onResponseCreated() {
 // onToolCall acts on one tool call (onFunctionCall makes it once per
 // call_id, when its name and arguments are known).
 func (c *call) onToolCall(callID, name, args string) {
-	c.record(session.EventToolCall, clip(name+" "+args, 500))
-	c.log.Info("tool call", zap.String("tool", clip(name, 40)))
+	c.tools.acted++
+	if c.tools.acted <= maxRecordedToolCalls {
+		c.record(session.EventToolCall, clip(name+" "+args, 500))
+		c.log.Info("tool call", zap.String("tool", clip(name, 40)))
+	} else {
+		// Whatever the model sends, the timeline (Redis writes) and the
+		// log get a bounded share of it.
+		c.anomaly("tool_calls", "model keeps calling tools: not recorded", zap.String("tool", clip(name, 40)))
+	}
 	switch name {
 	case toolEndCall:
 		c.toModelJSON(realtime.FunctionOutput(callID, `{"ok":true}`))

@@ -17,6 +17,9 @@ const (
 	// maxTrackedToolCalls bounds the function_call items remembered while
 	// their name or arguments are awaited, and those already acted on.
 	maxTrackedToolCalls = 64
+	// maxRecordedToolCalls bounds the tool calls put on the timeline and
+	// logged one by one; beyond it they are counted in the anomaly log.
+	maxRecordedToolCalls = 2 * maxToolRoundsPerCall
 )
 
 // toolsUnavailable is told to the model, once per caller turn, when the
@@ -43,6 +46,7 @@ type toolState struct {
 	turn      int                  // rounds since the caller's turn began
 	total     int                  // rounds in the call
 	toldLimit bool                 // the model was told, this turn
+	acted     int                  // tool calls acted on in the call
 }
 
 // get returns the call callID, made when new; nil when the bound is

@@ -176,3 +176,39 @@ func TestToolNameFromAnyEvent(t *testing.T) {
 		})
 	}
 }
+
+// TestManyToolCallsBoundedRecords: a model sending many tool calls in one
+// response (each answered) gets a bounded number of timeline events and one
+// response.create, not one per call.
+func TestManyToolCallsBoundedRecords(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	call, mc := h.call(nil)
+	waitEvent(t, mc, "response.create", 1)
+	waitFor(t, "the greeting at Twilio", func() bool { return call.ReceivedBytes() >= 1600 })
+	sendJSON(t, mc, map[string]any{"type": "response.created", "response": map[string]any{"id": "resp_x", "status": "in_progress"}})
+	const calls = 200
+	for i := range calls {
+		id := "call_" + strings.Repeat("x", i%7) + string(rune('a'+i%26)) + "_" + strings.Repeat("y", i/26)
+		sendJSON(t, mc, map[string]any{"type": "response.output_item.done", "response_id": "resp_x",
+			"item": map[string]any{"id": "it_" + id, "type": "function_call", "status": "completed", "call_id": id, "name": "no_such_tool", "arguments": "{}"}})
+	}
+	sendJSON(t, mc, map[string]any{"type": "response.done", "response": map[string]any{"id": "resp_x", "status": "completed"}})
+	waitFor(t, "every call answered", func() bool { return len(functionOutputs(t, mc)) == calls })
+	waitEvent(t, mc, "response.create", 2)
+	waitFor(t, "the limit on the timeline", func() bool {
+		_, ok := hasEvent(h.sessions.get(call.CallSID()), session.EventToolCall)
+		return ok && countItemText(t, mc, toolsUnavailable) == 1
+	})
+	n := 0
+	for _, e := range h.sessions.get(call.CallSID()).Timeline {
+		if e.Type == session.EventToolCall {
+			n++
+		}
+	}
+	if n > maxRecordedToolCalls+1 {
+		t.Fatalf("%d tool_call events on the timeline for %d calls (at most %d)", n, calls, maxRecordedToolCalls+1)
+	}
+	if c := countEvents(mc, "response.create"); c != 2 {
+		t.Fatalf("%d response.create, want the greeting and one for the tool outputs", c)
+	}
+}
