@@ -70,43 +70,43 @@ type call struct {
 	closeText string
 
 	// owned by the loop
-	log          *zap.Logger
-	phase        phase
-	startedAt    time.Time
-	callSID      string
-	streamSID    string
-	claims       session.Claims
-	agent        Agent
-	from         string
-	transcript   []session.Turn
-	note         string // told to the model once, at the first session.updated
-	accepted     bool
-	writer       *sessionWriter
-	model        *modelConn
-	early        earlyModel // the model dialled before start (see earlyDial)
-	gen          int
-	redials      int
-	greeted      bool
-	held         heldAudio
-	play         playout
-	ahead        agentHold // agent audio held back by pacing (pacing.go)
-	aheadDropped string    // the last item whose audio the hold dropped
-	dropItems    []string  // interrupted items whose late audio is dropped
-	respActive   bool
-	respWanted   bool // a response.create waits for the active response to end
-	respAsked    bool // a response.create is outstanding (no response.created yet)
-	tools        toolState
-	hangup       speechWait
-	byOperator   bool            // the hang-up was an operator's, not the agent's end_call
-	xferWait     speechWait      // a transfer waiting for the announcement to play
-	xferReq      TransferRequest // the transfer xferWait is for
-	xferCallID   string          // its tool call, "" for DTMF or operator
-	transfer     bool            // a transfer request is in flight (waiting or sent)
-	transferOK   bool            // a transfer was started: Twilio's stop is its effect
-	endReason    string
-	anomalies    map[string]int
-	framesIn     int
-	framesOut    int
+	log        *zap.Logger
+	phase      phase
+	startedAt  time.Time
+	callSID    string
+	streamSID  string
+	claims     session.Claims
+	agent      Agent
+	from       string
+	transcript []session.Turn
+	note       string // told to the model once, at the first session.updated
+	accepted   bool
+	writer     *sessionWriter
+	model      *modelConn
+	early      earlyModel // the model dialled before start (see earlyDial)
+	gen        int
+	redials    int
+	greeted    bool
+	held       heldAudio
+	play       playout
+	dropItems  []string // interrupted items whose late audio is dropped
+	respActive bool
+	respWanted bool // a response.create waits for the active response to end
+	respAsked  bool // a response.create is outstanding (no response.created yet)
+	tools      toolState
+	hangup     speechWait
+	ahead      agentHold       // agent audio held back by pacing (pacing.go)
+	aheadDrop  string          // the last item whose audio the hold dropped
+	byOperator bool            // the hang-up was an operator's, not the agent's end_call
+	xferWait   speechWait      // a transfer waiting for the announcement to play
+	xferReq    TransferRequest // the transfer xferWait is for
+	xferCallID string          // its tool call, "" for DTMF or operator
+	transfer   bool            // a transfer request is in flight (waiting or sent)
+	transferOK bool            // a transfer was started: Twilio's stop is its effect
+	endReason  string
+	anomalies  map[string]int
+	framesIn   int
+	framesOut  int
 }
 
 func newCall(s *Server, ws *websocket.Conn, remote string) *call {

@@ -417,8 +417,8 @@ func (c *call) onModelAudio(m modelMsg) {
 	}
 	c.srv.pool.put(m.buf)
 	c.srv.metrics.agentDropped.Add(float64(m.audio))
-	if c.aheadDropped != m.item { // once an item, not per chunk
-		c.aheadDropped = m.item
+	if c.aheadDrop != m.item { // once an item, not per chunk
+		c.aheadDrop = m.item
 		c.record(session.EventModelError, "agent audio beyond the hold limit dropped (item "+clip(m.item, 64)+")")
 	}
 	c.anomaly("agent_audio_dropped", "model audio far ahead of playout: newest dropped",
