@@ -303,3 +303,39 @@ func FuzzSplitDelta(f *testing.F) {
 		}
 	})
 }
+
+// TestPacingArithmetic: canSend follows the echoes (Twilio's mark clock),
+// and the hold refuses what would exceed holdLimit.
+func TestPacingArithmetic(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	var p playout
+	var seq uint64
+	for p.canSend(maxMediaBytes) {
+		seq++
+		p.sent("A", maxMediaBytes, seq, t0)
+	}
+	if p.unplayed > aheadLimit || p.unplayed+maxMediaBytes <= aheadLimit {
+		t.Fatalf("stopped at %d unplayed bytes (limit %d)", p.unplayed, aheadLimit)
+	}
+	p.echo(2, t0.Add(240*time.Millisecond)) // marks 1 and 2 played
+	if p.unplayed != int(seq-2)*maxMediaBytes || !p.canSend(maxMediaBytes) {
+		t.Fatalf("after the echo: %d unplayed", p.unplayed)
+	}
+	p.interrupt(t0.Add(300 * time.Millisecond))
+	if p.unplayed != 0 || !p.canSend(aheadLimit*10) {
+		t.Fatal("a barge-in leaves nothing unplayed")
+	}
+	var h agentHold
+	for h.push(heldChunk{audio: maxMediaBytes}) {
+	}
+	if h.bytes > holdLimit || h.bytes+maxMediaBytes <= holdLimit {
+		t.Fatalf("hold stopped at %d (limit %d)", h.bytes, holdLimit)
+	}
+	n := h.len()
+	for range n {
+		h.pop()
+	}
+	if h.len() != 0 || h.bytes != 0 {
+		t.Fatalf("hold left %d chunks, %d bytes", h.len(), h.bytes)
+	}
+}
