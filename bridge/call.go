@@ -94,8 +94,11 @@ type call struct {
 	dropItems  []string // interrupted items whose late audio is dropped
 	respActive bool
 	respWanted bool // a response.create waits for the active response to end
-	toolCalls  map[string]bool
+	respAsked  bool // a response.create is outstanding (no response.created yet)
+	tools      toolState
 	hangup     speechWait
+	ahead      agentHold       // agent audio held back by pacing (pacing.go)
+	aheadDrop  string          // the last item whose audio the hold dropped
 	byOperator bool            // the hang-up was an operator's, not the agent's end_call
 	xferWait   speechWait      // a transfer waiting for the announcement to play
 	xferReq    TransferRequest // the transfer xferWait is for
@@ -120,7 +123,6 @@ func newCall(s *Server, ws *websocket.Conn, remote string) *call {
 		modelIn:   make(chan modelMsg, inQueue),
 		results:   make(chan func()),
 		log:       s.log.With(zap.String("remote", remote)),
-		toolCalls: map[string]bool{},
 		anomalies: map[string]int{},
 		closeCode: websocket.CloseNormalClosure,
 	}
@@ -214,6 +216,7 @@ func (c *call) teardown() {
 	for _, f := range c.held.drain() {
 		c.srv.pool.put(f.buf)
 	}
+	c.dropHeldAudio()
 	if !c.accepted {
 		c.log.Info("media stream closed", zap.String("outcome", c.endReason))
 		return

@@ -29,6 +29,13 @@ const maxDropItems = 8
 // stopped hearing it. Nothing is sent when nothing is playing.
 func (c *call) onSpeechStarted() {
 	cuts := c.play.interrupt(c.now())
+	// Audio held back by pacing was never sent: dropped, and its items
+	// (not already cut) cut at 0, as nothing of them was heard.
+	for _, item := range c.dropHeldAudio() {
+		if !slices.ContainsFunc(cuts, func(t truncation) bool { return t.item == item }) {
+			cuts = append(cuts, truncation{item: item})
+		}
+	}
 	if cuts == nil {
 		return
 	}
@@ -54,7 +61,7 @@ func (c *call) onResponseDone() {
 	c.respActive = false
 	if c.respWanted {
 		c.respWanted = false
-		c.toModelJSON(realtime.CreateResponse(""))
+		c.createResponse("")
 	}
 	c.hangup.responseDone(c.cfg.HangupWait)
 	c.xferWait.responseDone(c.cfg.HangupWait)
@@ -62,28 +69,45 @@ func (c *call) onResponseDone() {
 }
 
 // requestResponse asks the model to speak, after the active response if any
-// (a second response.create would be refused).
+// (a second response.create would be refused). At most one response.create
+// is outstanding: requests meanwhile fold into one, sent when the response
+// ends.
 func (c *call) requestResponse() {
-	if c.respActive {
+	if c.respActive || c.respAsked {
 		c.respWanted = true
 		return
 	}
-	c.toModelJSON(realtime.CreateResponse(""))
+	c.createResponse("")
 }
 
-// onToolCall acts once per call_id, whichever of function_call_arguments.done
-// and output_item.done brings it first.
+// createResponse sends a response.create and remembers that it is
+// outstanding until the model's response.created (or an error) answers it.
+func (c *call) createResponse(instructions string) {
+	if c.model == nil {
+		return
+	}
+	c.respAsked = true
+	c.toModelJSON(realtime.CreateResponse(instructions))
+}
+
+// onResponseCreated: a response runs, ours or one the model's turn
+// detection started.
+func (c *call) onResponseCreated() {
+	c.respActive, c.respAsked = true, false
+}
+
+// onToolCall acts on one tool call (onFunctionCall makes it once per
+// call_id, when its name and arguments are known).
 func (c *call) onToolCall(callID, name, args string) {
-	if callID == "" {
-		c.anomaly("tool_call_id", "model tool call without call_id ignored", zap.String("tool", clip(name, 40)))
-		return
+	c.tools.acted++
+	if c.tools.acted <= maxRecordedToolCalls {
+		c.record(session.EventToolCall, clip(name+" "+args, 500))
+		c.log.Info("tool call", zap.String("tool", clip(name, 40)))
+	} else {
+		// Whatever the model sends, the timeline (Redis writes) and the
+		// log get a bounded share of it.
+		c.anomaly("tool_calls", "model keeps calling tools: not recorded", zap.String("tool", clip(name, 40)))
 	}
-	if c.toolCalls[callID] {
-		return
-	}
-	c.toolCalls[callID] = true
-	c.record(session.EventToolCall, clip(name+" "+args, 500))
-	c.log.Info("tool call", zap.String("tool", clip(name, 40)))
 	switch name {
 	case toolEndCall:
 		c.toModelJSON(realtime.FunctionOutput(callID, `{"ok":true}`))
@@ -106,11 +130,9 @@ func (c *call) onToolCall(callID, name, args string) {
 	}
 }
 
-// toolOutput answers a tool call and lets the model speak about it.
-func (c *call) toolOutput(callID, output string) {
-	c.toModelJSON(realtime.FunctionOutput(callID, output))
-	c.requestResponse()
-}
+// toolOutput answers a tool call and lets the model speak about it, within
+// the round budget (toolRound).
+func (c *call) toolOutput(callID, output string) { c.toolRound(callID, output) }
 
 // startTransfer hands the call to d once the agent's current speech (the
 // announcement, "transferring you to the front desk") has finished playing:
@@ -205,6 +227,7 @@ func (c *call) onDigit(d string) {
 		c.anomaly("dtmf_no_model", "dtmf while the model is reconnecting; not told to the model")
 		return
 	}
+	c.tools.newTurn() // a digit is the caller's turn
 	c.toModelJSON(realtime.Message("user", "The caller pressed "+d+"."))
 	c.requestResponse()
 }
@@ -215,6 +238,15 @@ func (c *call) onModelError(e *realtime.Error) {
 	if e == nil {
 		c.anomaly("model_error", "model error event without error object")
 		return
+	}
+	if c.respAsked && !c.respActive {
+		// Our response.create may be what was refused: never wait for its
+		// response.created forever; one refused for an active response is
+		// asked again when that one ends.
+		c.respAsked = false
+		if e.Code == realtime.CodeActiveResponse {
+			c.respWanted = true
+		}
 	}
 	switch {
 	case e.Code == realtime.CodeActiveResponse, e.Code == realtime.CodeCancelNotActive,
@@ -312,9 +344,12 @@ func (c *call) startHangup() {
 	c.checkWaits()
 }
 
-// checkWaits runs the actions whose speech has finished playing.
+// checkWaits sends held agent audio that Twilio has room for, then runs
+// the actions whose speech has finished playing. It runs after every
+// change of the playout (an echo, a barge-in, the end of a response).
 func (c *call) checkWaits() {
-	idle := c.play.idle()
+	c.pumpAudio()
+	idle := c.play.idle() && c.ahead.len() == 0
 	if c.hangup.ready(idle) {
 		c.hangupNow("goodbye played")
 	}

@@ -170,7 +170,7 @@ func (c *call) closeModel() {
 		close(c.model.quit)
 		c.model = nil
 	}
-	c.respActive, c.respWanted = false, false
+	c.respActive, c.respWanted, c.respAsked = false, false, false
 }
 
 // redial replaces a lost model connection, at most MaxRedials times a call.
@@ -210,6 +210,12 @@ func (c *call) readModel(mc *modelConn) {
 			m = c.parseModel(msg, &lastItem, &item)
 		}
 		m.gen = mc.gen
+		if m.buf != nil && m.audio > maxMediaBytes {
+			if !c.splitAudio(msg, m) {
+				return
+			}
+			continue
+		}
 		select {
 		case c.modelIn <- m:
 		case <-c.done:
@@ -220,6 +226,57 @@ func (c *call) readModel(mc *modelConn) {
 			return
 		}
 	}
+}
+
+// splitAudio hands the loop an oversized audio delta (m, parsed from msg)
+// as media messages of at most maxMediaBytes each, in order; false when the
+// call ended meanwhile. It runs on the reader, so the loop's work per
+// message stays small, and the reader waits while the loop is busy.
+func (c *call) splitAudio(msg []byte, m modelMsg) bool {
+	c.srv.pool.put(m.buf)
+	delta := deltaOf(msg)
+	if delta == nil {
+		return true // cannot happen: parseModel read it
+	}
+	return splitDelta(delta, m.audio, func(part []byte, n int) bool {
+		fb := c.srv.pool.get()
+		*fb = c.frames.appendMedia(*fb, part)
+		select {
+		case c.modelIn <- modelMsg{gen: m.gen, buf: fb, item: m.item, audio: n}:
+			return true
+		case <-c.done:
+			c.srv.pool.put(fb)
+			return false
+		}
+	})
+}
+
+// splitDelta calls emit with each part of delta (valid base64 of n bytes)
+// of at most maxMediaB64 characters and the bytes it decodes to, in order,
+// until emit returns false (then false).
+func splitDelta(delta []byte, n int, emit func(part []byte, audio int) bool) bool {
+	for left := n; len(delta) > 0; left -= maxMediaBytes {
+		part := delta[:min(len(delta), maxMediaB64)]
+		delta = delta[len(part):]
+		if !emit(part, min(left, maxMediaBytes)) {
+			return false
+		}
+	}
+	return true
+}
+
+// deltaOf returns the base64 delta of an audio delta event: the fast
+// path's slice of msg, or the decoded string when it had escapes. A valid
+// base64 text has no characters that need escaping, so the decoded text is
+// exactly the base64.
+func deltaOf(msg []byte) []byte {
+	if _, _, d, ok := realtime.ScanAudioDelta(msg); ok {
+		return d
+	}
+	if ev, err := realtime.ParseEvent(msg); err == nil {
+		return []byte(ev.Delta)
+	}
+	return nil
 }
 
 // maxKeptReadBuf bounds the read buffer a model reader keeps between
@@ -344,41 +401,61 @@ func (c *call) onModelClosed(err error) {
 	c.redial()
 }
 
-// onModelAudio relays one chunk of the agent's audio to Twilio.
+// onModelAudio relays one chunk of the agent's audio to Twilio, or holds
+// it while Twilio has aheadLimit of audio to play (pacing.go).
 func (c *call) onModelAudio(m modelMsg) {
 	if slices.Contains(c.dropItems, m.item) {
 		c.srv.pool.put(m.buf) // late audio of an item the caller interrupted
 		return
 	}
-	now := c.now()
-	if c.play.tailOf(m.item) {
-		c.markTail() // the previous item's last audio gets its own mark
-	}
-	c.framesOut++
-	c.srv.metrics.framesOut.Inc()
-	if !c.play.wantMark(m.audio) {
-		c.play.sentUnmarked(m.item, m.audio, now)
-		c.toTwilio(outFrame{buf: m.buf})
+	if c.ahead.len() == 0 && c.play.canSend(m.audio) {
+		c.sendAudio(m.buf, m.item, m.audio)
 		return
 	}
-	seq := c.markSeq.Add(1)
-	c.play.sent(m.item, m.audio, seq, now)
-	split := len(*m.buf)
-	*m.buf = c.frames.appendMark(*m.buf, seq)
-	c.toTwilio(outFrame{buf: m.buf, split: split})
+	if c.ahead.push(heldChunk{buf: m.buf, item: m.item, audio: m.audio}) {
+		return
+	}
+	c.srv.pool.put(m.buf)
+	c.srv.metrics.agentDropped.Add(float64(m.audio))
+	if c.aheadDrop != m.item { // once an item, not per chunk
+		c.aheadDrop = m.item
+		c.record(session.EventModelError, "agent audio beyond the hold limit dropped (item "+clip(m.item, 64)+")")
+	}
+	c.anomaly("agent_audio_dropped", "model audio far ahead of playout: newest dropped",
+		zap.String("item", clip(m.item, 64)), zap.Int("held_bytes", c.ahead.bytes))
 }
 
-// markTail sends a mark after the audio sent without one, so that its echo
-// tells when it has played (the end of a response, an item change).
-func (c *call) markTail() {
-	if c.play.tail.n == 0 {
-		return
-	}
+// sendAudio sends one chunk and its mark to Twilio.
+func (c *call) sendAudio(buf *[]byte, item string, n int) {
+	c.framesOut++
+	c.srv.metrics.framesOut.Inc()
 	seq := c.markSeq.Add(1)
-	c.play.markTail(seq)
-	b := c.srv.pool.get()
-	*b = c.frames.appendMark(*b, seq)
-	c.toTwilio(outFrame{buf: b})
+	c.play.sent(item, n, seq, c.now())
+	split := len(*buf)
+	*buf = c.frames.appendMark(*buf, seq)
+	c.toTwilio(outFrame{buf: buf, split: split})
+}
+
+// pumpAudio sends held audio as far as Twilio's playout allows.
+func (c *call) pumpAudio() {
+	for c.ahead.len() > 0 && c.play.canSend(c.ahead.peek().audio) {
+		h := c.ahead.pop()
+		c.sendAudio(h.buf, h.item, h.audio)
+	}
+}
+
+// dropHeldAudio empties the hold (a barge-in) and returns the items it
+// held, in order, without repeats.
+func (c *call) dropHeldAudio() []string {
+	var items []string
+	for c.ahead.len() > 0 {
+		h := c.ahead.pop()
+		c.srv.pool.put(h.buf)
+		if len(items) == 0 || items[len(items)-1] != h.item {
+			items = append(items, h.item)
+		}
+	}
+	return items
 }
 
 // onModelEvent handles the decoded (non-audio) model events.
@@ -387,19 +464,21 @@ func (c *call) onModelEvent(ev *realtime.ServerEvent) {
 	case realtime.TypeSessionUpdated:
 		c.onSessionUpdated()
 	case realtime.TypeSpeechStarted:
+		c.tools.newTurn()
 		c.onSpeechStarted()
+	case realtime.TypeInputCommitted:
+		c.tools.newTurn()
 	case realtime.TypeResponseCreated:
-		c.respActive = true
-	case realtime.TypeAudioDone:
-		c.markTail()
+		c.onResponseCreated()
 	case realtime.TypeResponseDone:
-		c.markTail() // before the waits look at the playout
+		c.onResponseOutput(ev.Response)
 		c.onResponseDone()
 	case realtime.TypeFunctionCallArgumentsDone:
-		c.onToolCall(ev.CallID, ev.Name, ev.Arguments)
-	case realtime.TypeOutputItemDone:
+		c.onFunctionCall(ev.CallID, ev.ItemID, ev.Name, ev.Arguments, true)
+	case realtime.TypeOutputItemAdded, realtime.TypeOutputItemDone:
 		if it := ev.Item; it != nil && it.Type == "function_call" {
-			c.onToolCall(it.CallID, it.Name, it.Arguments)
+			done := ev.Type == realtime.TypeOutputItemDone
+			c.onFunctionCall(it.CallID, it.ID, it.Name, it.Arguments, done || it.Arguments != "")
 		}
 	case realtime.TypeAudioTranscriptDone:
 		c.addTurn(session.RoleAgent, ev.Transcript)
@@ -433,10 +512,10 @@ func (c *call) onSessionUpdated() {
 	}
 	c.flushHeld()
 	if first && len(items) == 0 {
-		c.toModelJSON(realtime.CreateResponse(greetingInstructions(c.agent, c.from)))
+		c.createResponse(greetingInstructions(c.agent, c.from))
 		return
 	}
-	c.toModelJSON(realtime.CreateResponse(""))
+	c.createResponse("")
 }
 
 // flushHeld sends the caller audio held while the model was not ready.

@@ -16,6 +16,12 @@ type metrics struct {
 	framesOut prometheus.Counter // model -> Twilio
 	bargeIns  prometheus.Counter
 	redials   prometheus.Counter
+	// toolLimited counts tool calls answered without asking the model for
+	// another response, by the limit reached ("turn" or "call").
+	toolLimited *prometheus.CounterVec
+	// agentDropped counts agent audio bytes dropped because the call's
+	// hold (pacing.go) was full.
+	agentDropped prometheus.Counter
 }
 
 // labelTransferred counts, in calls_total, calls whose stream Twilio stopped
@@ -61,6 +67,17 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Namespace: "vivi", Subsystem: "bridge", Name: "model_redials_total",
 			Help: "Realtime model connections re-dialled mid-call.",
 		}),
+		toolLimited: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "vivi", Subsystem: "bridge", Name: "tool_rounds_limited_total",
+			Help: "Times a call's tool-call round limit stopped the bridge from asking the model for another response, by scope (turn, call).",
+		}, []string{"scope"}),
+		agentDropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "vivi", Subsystem: "bridge", Name: "agent_audio_dropped_bytes_total",
+			Help: "Model audio bytes dropped because a call held the most audio it may ahead of Twilio's playout.",
+		}),
+	}
+	for _, s := range []string{"turn", "call"} {
+		m.toolLimited.WithLabelValues(s)
 	}
 	for _, r := range []string{ReasonCallerHangup, ReasonTwilioDisconnected, ReasonModelDropped, ReasonAgentHangup, ReasonOperatorHangup, ReasonShutdown, labelTransferred} {
 		m.ended.WithLabelValues(r)
@@ -71,7 +88,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.active, m.ended, m.rejected, frames, m.bargeIns, m.redials} {
+	for _, c := range []prometheus.Collector{m.active, m.ended, m.rejected, frames, m.bargeIns, m.redials, m.toolLimited, m.agentDropped} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("bridge: register metrics (one Server per registry): %w", err)
 		}

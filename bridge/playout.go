@@ -9,41 +9,29 @@ const bytesPerMs = 8
 const byteTime = time.Millisecond / bytesPerMs
 
 // playout follows what Twilio has played of the model's audio, from the
-// marks sent after the audio and Twilio's echo of each when the audio before
-// it has played. Twilio plays its buffer in order and in real time, so
-// between two echoes the position advances at 8 bytes per ms. Owned by the
-// call loop; time is passed in so that the arithmetic is testable.
+// mark sent after every chunk and Twilio's echo of each when the audio
+// before it has played. Twilio plays its buffer in order and in real time,
+// so between two echoes the position advances at 8 bytes per ms. Owned by
+// the call loop; time is passed in so that the arithmetic is testable.
 //
-// Audio sent after the last mark is the tail: it plays, unconfirmed, until a
-// mark covers it. With markEvery = 1 every chunk carries its mark, so the
-// tail is only ever the audio of one chunk being marked.
+// Every chunk carries its mark (the contract of DESIGN 1.6 and of issue 3:
+// the barge-in, the waits for an announcement and the pacing rely on
+// Twilio's echo of exactly the chunk they are about; batching media and
+// mark into one write keeps the cost of the extra message low, see
+// BENCHMARKS.md), so there is no unmarked audio to follow.
 type playout struct {
-	marks   []pendingMark // sent, not yet echoed, in send order
-	items   []itemAudio   // items with audio sent; the latest last
-	anchor  playPos       // the last play position known for sure
-	cleared uint64        // echoes of marks up to this one were caused by a clear
-	tail    tailAudio     // audio sent after the last mark
+	marks    []pendingMark // sent, not yet echoed, in send order
+	items    []itemAudio   // items with audio sent; the latest last
+	anchor   playPos       // the last play position known for sure
+	cleared  uint64        // echoes of marks up to this one were caused by a clear
+	unplayed int           // bytes sent whose mark has not been echoed
 }
-
-// markEvery is how much audio may go without a mark: every chunk of model
-// audio is followed by a mark (the contract of DESIGN 1.6 and of issue 3:
-// the barge-in and the waits for an announcement rely on Twilio's echo of
-// exactly the chunk they are about). Batching media and mark into one write
-// keeps the cost of the extra message low (see BENCHMARKS.md).
-const markEvery = 1
 
 type pendingMark struct {
 	seq  uint64
 	item string
 	end  int // bytes of item sent up to this mark
-}
-
-// tailAudio is the audio sent since the last mark: n bytes of item, which
-// ends at byte end of the item. n == 0: none.
-type tailAudio struct {
-	item string
-	end  int
-	n    int
+	n    int // bytes of the chunk before this mark
 }
 
 type itemAudio struct {
@@ -65,41 +53,17 @@ type truncation struct {
 	audioEndMs int
 }
 
-// tailOf reports whether audio of an item other than item is in the tail:
-// it must get a mark of its own before item's audio is sent (tail).
-func (p *playout) tailOf(item string) bool { return p.tail.n > 0 && p.tail.item != item }
-
-// wantMark reports whether a chunk of n bytes should carry a mark: when it
-// brings the unmarked audio to markEvery.
-func (p *playout) wantMark(n int) bool { return p.tail.n+n >= markEvery }
-
-// sent records n bytes of item forwarded to Twilio, followed by mark seq
-// (which also covers the tail, of the same item).
+// sent records a chunk of n bytes of item forwarded to Twilio, followed by
+// mark seq.
 func (p *playout) sent(item string, n int, seq uint64, now time.Time) {
-	p.sentUnmarked(item, n, now)
-	p.markTail(seq)
-}
-
-// sentUnmarked records n bytes of item forwarded to Twilio without a mark.
-func (p *playout) sentUnmarked(item string, n int, now time.Time) {
 	it := p.item(item)
 	if p.idle() {
 		// Twilio's buffer was idle: this chunk starts playing now.
 		p.anchor = playPos{item: item, bytes: it.sent, at: now, ok: true}
 	}
 	it.sent += n
-	p.tail = tailAudio{item: item, end: it.sent, n: p.tail.n + n}
-}
-
-// markTail records mark seq, sent after the tail; false when there is no
-// tail (nothing to mark).
-func (p *playout) markTail(seq uint64) bool {
-	if p.tail.n == 0 {
-		return false
-	}
-	p.marks = append(p.marks, pendingMark{seq: seq, item: p.tail.item, end: p.tail.end})
-	p.tail = tailAudio{}
-	return true
+	p.unplayed += n
+	p.marks = append(p.marks, pendingMark{seq: seq, item: item, end: it.sent, n: n})
 }
 
 func (p *playout) item(id string) *itemAudio {
@@ -127,15 +91,14 @@ func (p *playout) echo(seq uint64, now time.Time) bool {
 	}
 	m := p.marks[i]
 	// Earlier marks cannot still be pending: the buffer plays in order.
+	for _, done := range p.marks[:i+1] {
+		p.unplayed -= done.n
+	}
 	p.marks = append(p.marks[:0], p.marks[i+1:]...)
 	p.anchor = playPos{item: m.item, bytes: m.end, at: now, ok: true}
-	switch {
-	case len(p.marks) > 0 && p.marks[0].item != m.item:
+	if len(p.marks) > 0 && p.marks[0].item != m.item {
 		// m ended its item; the next item starts playing now.
 		p.anchor = playPos{item: p.marks[0].item, at: now, ok: true}
-	case len(p.marks) == 0 && p.tail.n > 0 && p.tail.item != m.item:
-		// The tail is a whole item of its own (an item change is marked).
-		p.anchor = playPos{item: p.tail.item, bytes: p.tail.end - p.tail.n, at: now, ok: true}
 	}
 	p.prune()
 	return true
@@ -153,9 +116,6 @@ func (p *playout) prune() {
 }
 
 func (p *playout) pending(item string) bool {
-	if p.tail.n > 0 && p.tail.item == item {
-		return true
-	}
 	for _, m := range p.marks {
 		if m.item == item {
 			return true
@@ -165,8 +125,8 @@ func (p *playout) pending(item string) bool {
 }
 
 // idle reports whether Twilio has played everything we sent (as far as
-// echoes tell: audio in the tail counts as playing).
-func (p *playout) idle() bool { return len(p.marks) == 0 && p.tail.n == 0 }
+// echoes tell).
+func (p *playout) idle() bool { return len(p.marks) == 0 }
 
 // interrupt is the barge-in: when audio is still playing it returns where to
 // cut each item that still has audio in Twilio's buffer (the one playing
@@ -176,35 +136,29 @@ func (p *playout) idle() bool { return len(p.marks) == 0 && p.tail.n == 0 }
 //
 // heard = bytes at the last echoed mark of the item (or 0 at its start) +
 // the time since then at 8 bytes/ms, capped at the bytes sent before the
-// next pending mark (the echo of which has not come; the end of the tail
-// when no mark is pending) and at the bytes sent for the item.
+// next pending mark (the echo of which has not come) and at the bytes sent
+// for the item.
 func (p *playout) interrupt(now time.Time) []truncation {
 	if p.idle() {
 		return nil
 	}
-	queue := p.marks
-	if p.tail.n > 0 { // the tail plays last, as if a mark followed it
-		queue = append(queue, pendingMark{item: p.tail.item, end: p.tail.end})
-	}
-	first := queue[0]
+	first := p.marks[0]
 	heard := 0
 	if p.anchor.ok && p.anchor.item == first.item {
 		heard = p.anchor.bytes + int(now.Sub(p.anchor.at)/byteTime)
 	}
 	heard = min(max(heard, 0), first.end, p.item(first.item).sent)
 	cuts := []truncation{{item: first.item, audioEndMs: heard / bytesPerMs}}
-	for _, m := range queue[1:] {
+	for _, m := range p.marks[1:] {
 		if m.item != cuts[len(cuts)-1].item {
 			cuts = append(cuts, truncation{item: m.item})
 		}
 	}
-	if len(p.marks) > 0 {
-		p.cleared = p.marks[len(p.marks)-1].seq
-	}
+	p.cleared = p.marks[len(p.marks)-1].seq
 	p.marks = p.marks[:0]
 	p.items = p.items[:0]
-	p.tail = tailAudio{}
 	p.anchor = playPos{}
+	p.unplayed = 0
 	return cuts
 }
 

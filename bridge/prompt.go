@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"encoding/json"
+	"net/url"
 	"strings"
 
 	"github.com/vivi/bridge/bridge/realtime"
@@ -53,9 +54,11 @@ func sessionUpdate(agent Agent, from, transcriptionModel string) realtime.Sessio
 func instructions(agent Agent, from string) string {
 	var b strings.Builder
 	b.WriteString(strings.TrimSpace(agent.Instructions))
-	if from = oneLine(from, 200); from != "" {
+	if from != "" {
+		// Only the parsed number: From is set by whoever places the call,
+		// and text from outside must never read as instructions.
 		b.WriteString("\n\nThe caller's number is ")
-		b.WriteString(from)
+		b.WriteString(callerNumber(from))
 		b.WriteString(".")
 	}
 	if len(agent.Destinations) > 0 {
@@ -150,4 +153,57 @@ func oneLine(s string, n int) string {
 		s = s[:n]
 	}
 	return s
+}
+
+// maxNumberDigits bounds the digits of a caller number given to the model:
+// E.164 has at most 15, a PBX extension or a national number with a prefix
+// a few more.
+const maxNumberDigits = 20
+
+// callerNumber is the caller's number as the model may see it: the user
+// part of a sip:, sips: or tel: From (or a bare number), when it is digits
+// with an optional leading + (visual separators - . ( ) and spaces
+// removed); otherwise "unknown". Nothing else of From reaches the model.
+func callerNumber(from string) string {
+	const unknown = "unknown"
+	s := strings.TrimSpace(from)
+	if i := strings.IndexByte(s, '<'); i >= 0 { // "Name" <sip:...>
+		s = s[i+1:]
+		if j := strings.IndexByte(s, '>'); j >= 0 {
+			s = s[:j]
+		}
+	}
+	if scheme, rest, ok := strings.Cut(s, ":"); ok {
+		switch strings.ToLower(scheme) {
+		case "sip", "sips", "tel":
+			s = rest
+		default:
+			return unknown
+		}
+	}
+	s, _, _ = strings.Cut(s, "@")
+	s, _, _ = strings.Cut(s, ";") // user or tel: parameters
+	s, _, _ = strings.Cut(s, ":") // a password
+	if u, err := url.PathUnescape(s); err == nil {
+		s = u
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c >= '0' && c <= '9':
+			if b.Len() > maxNumberDigits {
+				return unknown
+			}
+			b.WriteByte(c)
+		case c == '+' && i == 0:
+			b.WriteByte(c)
+		case c == '-' || c == '.' || c == '(' || c == ')' || c == ' ':
+		default:
+			return unknown
+		}
+	}
+	if n := b.String(); strings.TrimPrefix(n, "+") != "" {
+		return n
+	}
+	return unknown
 }

@@ -35,7 +35,7 @@ func TestGreetingReachesTwilioInOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 	if su.Session.Type != "realtime" || su.Session.Audio.Input.Format.Type != "audio/pcmu" || su.Session.Audio.Output.Format.Type != "audio/pcmu" ||
-		!strings.Contains(su.Session.Instructions, "The caller's number is "+testFrom) {
+		!strings.Contains(su.Session.Instructions, "The caller's number is +15551234.") {
 		t.Fatalf("session.update: %s", up.Raw)
 	}
 	rc := waitEvent(t, mc, "response.create", 1)

@@ -24,7 +24,9 @@ const (
 	TypeSpeechStopped               = "input_audio_buffer.speech_stopped"
 	TypeResponseCreated             = "response.created"
 	TypeResponseDone                = "response.done"
+	TypeOutputItemAdded             = "response.output_item.added"
 	TypeOutputItemDone              = "response.output_item.done"
+	TypeInputCommitted              = "input_audio_buffer.committed"
 	TypeAudioDelta                  = "response.output_audio.delta"
 	TypeAudioDone                   = "response.output_audio.done"
 	TypeAudioTranscriptDone         = "response.output_audio_transcript.done"
@@ -223,10 +225,12 @@ type ServerItem struct {
 	Arguments string `json:"arguments,omitempty"`
 }
 
-// ServerResponse is the response of response.created and response.done.
+// ServerResponse is the response of response.created and response.done;
+// Output is read for its function_call items.
 type ServerResponse struct {
-	ID     string `json:"id"`
-	Status string `json:"status"`
+	ID     string       `json:"id"`
+	Status string       `json:"status"`
+	Output []ServerItem `json:"output,omitempty"`
 }
 
 // SessionInfo is the part of session.created/updated the bridge reads.
