@@ -193,6 +193,7 @@ func NewServer(cfg Config, deps Deps) (*Server, error) {
 		s.models = newModelPool(n, s.cfg.ModelPoolMaxAge, func(ctx context.Context) (*realtime.Conn, error) {
 			return s.dialModel(ctx, s.cfg.RealtimeModel)
 		}, m, s.log)
+		s.models.now = s.cfg.Now
 		s.models.start()
 	}
 	return s, nil
