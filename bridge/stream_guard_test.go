@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -62,12 +65,37 @@ func TestSecondStreamOfLiveCallRefused(t *testing.T) {
 	}
 }
 
-// Two tokens of one call used at once: exactly one stream gets an agent,
-// whichever the store's check-and-set lets through first.
+// otherPod starts a second Server ("pod-b") sharing the harness's store,
+// tokens and model, and returns its stream URL.
+func (h *harness) otherPod() string {
+	h.t.Helper()
+	cfg := h.srv.cfg
+	cfg.PodID = "pod-b"
+	deps := h.srv.deps
+	deps.Registerer = nil
+	srv, err := NewServer(cfg, deps)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	srv.Register(mux)
+	hs := httptest.NewServer(mux)
+	h.t.Cleanup(hs.Close)
+	h.t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+	})
+	return "ws" + strings.TrimPrefix(hs.URL, "http") + StreamPath
+}
+
+// Two tokens of one call used at once, on two pods: exactly one stream gets
+// an agent, whichever the store's check-and-set lets through first.
 func TestTwoStreamsAtOnceOneWins(t *testing.T) {
 	h := newHarness(t, harnessOpts{})
 	sid, tok := h.newSession(nil)
 	toks := []string{tok, h.issue(sid)}
+	urls := []string{h.url, h.otherPod()}
 	calls := make([]*twiliotest.Call, 2)
 	var wg sync.WaitGroup
 	for i := range calls {
@@ -75,7 +103,7 @@ func TestTwoStreamsAtOnceOneWins(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
 			defer cancel()
 			c, err := twiliotest.Dial(ctx, twiliotest.CallConfig{
-				URL: h.url, SignURL: testSignURL, AuthToken: testAuthToken, AccountSID: testAccount,
+				URL: urls[i], SignURL: testSignURL, AuthToken: testAuthToken, AccountSID: testAccount,
 				CallSID: sid, Parameters: map[string]string{"token": toks[i]},
 			})
 			if err != nil {
@@ -93,7 +121,7 @@ func TestTwoStreamsAtOnceOneWins(t *testing.T) {
 		t.Cleanup(func() { c.Close(); <-c.Done() })
 	}
 	waitFor(t, "one stream refused", func() bool {
-		return h.counter("vivi_bridge_streams_rejected_total", "reason", rejectStreamLive) == 1
+		return h.logs.FilterMessage("media stream refused: another stream of the call is live").Len() == 1
 	})
 	mc := h.nextConn()
 	keepsRelaying(t, mc)
