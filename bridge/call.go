@@ -85,7 +85,6 @@ type call struct {
 	accepted   bool
 	writer     *sessionWriter
 	model      *modelConn
-	early      earlyModel // the model dialled before start (see earlyDial)
 	gen        int
 	redials    int
 	greeted    bool
@@ -141,7 +140,6 @@ func (c *call) run() {
 	c.wg.Add(2)
 	go c.readTwilio()
 	go c.writeTwilio()
-	c.earlyDial()
 	startTimer := time.NewTimer(c.cfg.StartTimeout)
 	defer startTimer.Stop()
 	startC := startTimer.C
@@ -206,7 +204,6 @@ func (c *call) teardown() {
 	close(c.done) // the writers close their sockets; readers then return
 	c.cancel()    // in-flight dials, look-ups and requests
 	c.closeModel()
-	c.dropEarly()
 	if c.writer != nil {
 		c.writer.finish(c.endMutation(c.endReason, c.now()))
 	}

@@ -2,7 +2,6 @@ package bridge
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"slices"
 	"sync/atomic"
@@ -21,9 +20,10 @@ import (
 type modelConn struct {
 	gen   int
 	conn  *realtime.Conn
-	out   chan outFrame // loop -> writer
-	quit  chan struct{} // closed by the loop to drop this connection
-	ready bool          // session.updated seen; owned by the loop
+	out   chan outFrame   // loop -> writer
+	quit  chan struct{}   // closed by the loop to drop this connection
+	ready bool            // session.updated seen; owned by the loop
+	first chan pooledRead // pooled: the watcher's pending read; owned by the reader
 }
 
 // modelMsg is what a model reader hands the loop: audio ready for Twilio,
@@ -45,41 +45,27 @@ func (c *call) modelName() string {
 	return c.cfg.RealtimeModel
 }
 
-// dialModel dials the model off the loop; onDialed gets the result. The
-// first dial of a call takes over the early dial when it is for the same
-// model (see earlyDial).
+// dialModel takes a pooled connection when the call uses the default model
+// and the pool has one (no dial on the answer path), and dials otherwise,
+// off the loop; onDialed gets the result. It runs only once the stream is
+// accepted (its token verified and claimed), so that a websocket costs no
+// model session before that.
 func (c *call) dialModel() {
 	c.gen++
 	gen := c.gen
-	if e := &c.early; e.state != earlyNone && e.model == c.modelName() {
-		if e.state == earlyDialled {
-			conn, err := e.conn, e.err
-			*e = earlyModel{}
-			c.onDialed(gen, conn, err)
+	model := c.modelName()
+	if model == c.cfg.RealtimeModel {
+		if pc := c.srv.models.take(); pc != nil {
+			c.onDialed(gen, pc.conn, pc.first, nil)
 			return
 		}
-		e.gen = gen // still dialling: onEarlyDialed hands it over
-		return
-	}
-	c.dropEarly()
-	c.dial(c.modelName(), func(conn *realtime.Conn, err error) { c.onDialed(gen, conn, err) })
-}
-
-// dial dials model off the loop and runs done with the result on the loop.
-func (c *call) dial(model string, done func(*realtime.Conn, error)) {
-	cfg := realtime.Config{
-		URL: c.cfg.RealtimeURL, APIKey: c.cfg.APIKey, Model: model,
-		Dialer: c.cfg.RealtimeDialer, WriteTimeout: c.cfg.WriteTimeout,
-		IdleTimeout: 3 * c.cfg.PingInterval,
 	}
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
-		ctx, cancel := context.WithTimeout(c.ctx, c.cfg.DialTimeout)
-		conn, err := realtime.Dial(ctx, cfg)
-		cancel()
+		conn, err := c.srv.dialModel(c.ctx, model)
 		select {
-		case c.results <- func() { done(conn, err) }:
+		case c.results <- func() { c.onDialed(gen, conn, nil, err) }:
 		case <-c.done:
 			if conn != nil {
 				_ = conn.Close()
@@ -88,56 +74,9 @@ func (c *call) dial(model string, done func(*realtime.Conn, error)) {
 	}()
 }
 
-// earlyModel is the model connection dialled as soon as the websocket is
-// accepted, in parallel with waiting for Twilio's start and the look-ups:
-// the default model, which most agents use. An agent with a model of its
-// own gets a dial of its own and the early connection is closed.
-type earlyModel struct {
-	state int // earlyNone, earlyDialling, earlyDialled
-	model string
-	gen   int // when set, the dial the early connection is handed to
-	conn  *realtime.Conn
-	err   error
-}
-
-const (
-	earlyNone = iota
-	earlyDialling
-	earlyDialled
-)
-
-// earlyDial starts the early dial (on the loop, when the websocket opens).
-func (c *call) earlyDial() {
-	c.early = earlyModel{state: earlyDialling, model: c.cfg.RealtimeModel}
-	c.dial(c.early.model, c.onEarlyDialed)
-}
-
-func (c *call) onEarlyDialed(conn *realtime.Conn, err error) {
-	e := &c.early
-	if e.state != earlyDialling {
-		if conn != nil {
-			_ = conn.Close() // dropped meanwhile
-		}
-		return
-	}
-	if e.gen != 0 {
-		gen := e.gen
-		*e = earlyModel{}
-		c.onDialed(gen, conn, err)
-		return
-	}
-	e.state, e.conn, e.err = earlyDialled, conn, err
-}
-
-// dropEarly closes an early connection that will not be used.
-func (c *call) dropEarly() {
-	if c.early.conn != nil {
-		_ = c.early.conn.Close()
-	}
-	c.early = earlyModel{}
-}
-
-func (c *call) onDialed(gen int, conn *realtime.Conn, err error) {
+// onDialed starts the reader and writer of a new model connection; first
+// is the pending read of a pooled connection's watcher, nil for a dial.
+func (c *call) onDialed(gen int, conn *realtime.Conn, first chan pooledRead, err error) {
 	if gen != c.gen {
 		if conn != nil {
 			_ = conn.Close()
@@ -150,7 +89,7 @@ func (c *call) onDialed(gen int, conn *realtime.Conn, err error) {
 		c.end(ReasonModelDropped)
 		return
 	}
-	mc := &modelConn{gen: gen, conn: conn, out: make(chan outFrame, modelOutQueue), quit: make(chan struct{})}
+	mc := &modelConn{gen: gen, conn: conn, first: first, out: make(chan outFrame, modelOutQueue), quit: make(chan struct{})}
 	c.model = mc
 	c.wg.Add(2)
 	go c.readModel(mc)
@@ -195,7 +134,7 @@ func (c *call) readModel(mc *modelConn) {
 	var buf, lastItem []byte
 	var item string
 	for {
-		msg, err := mc.conn.Read(buf)
+		msg, err := mc.read(buf)
 		buf = msg
 		if cap(buf) > maxKeptReadBuf {
 			buf = nil // a large event (session.created, response.done) is not kept for the call's life

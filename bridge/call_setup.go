@@ -13,21 +13,50 @@ import (
 	"github.com/vivi/bridge/session"
 )
 
+// Errors an Agents implementation wraps when the token's agent can no
+// longer answer calls. They are definitive: the stream is refused and the
+// session ended (a fresh token would name the same agent), unlike any other
+// look-up error, which refuses the stream only (a store blip must not end a
+// call that a reconnect could still carry).
+var (
+	ErrAgentNotFound    = errors.New("bridge: agent not found")
+	ErrAgentNotRealtime = errors.New("bridge: agent does not have realtime mode enabled")
+)
+
+// End reasons of a session whose stream was refused because of its agent.
+const (
+	ReasonAgentNotFound    = "agent_not_found"
+	ReasonAgentNotRealtime = "agent_not_realtime"
+)
+
+// Why the session refused the start of a stream (startStream).
+var (
+	errSessionEnded = errors.New("the call session has already ended")
+	errStreamLive   = errors.New("another media stream of the call is live")
+)
+
 // setupResult is what the look-ups of a starting stream found.
 type setupResult struct {
 	claimed  bool
 	claimErr error
-	sess     *session.Session
-	sessErr  error
 	agent    Agent
 	agentErr error
+	// agentEnd is the end reason when agentErr is definitive, else "".
+	agentEnd string
+	// started: the session went streaming for this stream in the store,
+	// atomically with the checks of startStream; sess is the record after.
+	started bool
+	resumed bool
+	sess    *session.Session
+	sessErr error
+	// liveStream is the stream the session names when it refused this one.
+	liveStream string
 }
 
 // onStart checks Twilio's start message and its token, then runs the
-// look-ups off the loop. The order of the answer path: start arrives right
-// after connected (within milliseconds), and the model to dial is known only
-// from the token's agent, so the model is dialled as soon as the agent is
-// known; caller audio meanwhile is held (see heldAudio).
+// look-ups off the loop. Nothing is dialled before the stream is accepted:
+// a websocket with a replayed handshake signature and no valid, unused
+// token costs no model session (the model pool wins the dial time back).
 func (c *call) onStart(m twilioMsg) {
 	if c.phase != awaitingStart {
 		c.anomaly("start", "duplicate twilio start ignored")
@@ -60,84 +89,146 @@ func (c *call) onStart(m twilioMsg) {
 	c.phase = settingUp
 	callSID, now := c.callSID, c.now()
 	c.async(func(ctx context.Context) func() {
-		r := c.lookup(ctx, claims, callSID, now)
+		r := c.lookup(ctx, claims, callSID, streamSID, now)
 		return func() { c.onSetup(r) }
 	})
 }
 
-// lookup claims the token and loads the session and the agent, in
-// parallel. It runs off the loop and touches no call state.
-func (c *call) lookup(ctx context.Context, claims session.Claims, callSID string, now time.Time) setupResult {
+// lookup claims the token and loads the agent in parallel, then moves the
+// session to streaming for this stream in one atomic update that refuses a
+// second live stream of the call (across pods: the store's update is a
+// check-and-set). It runs off the loop and touches no call state.
+func (c *call) lookup(ctx context.Context, claims session.Claims, callSID, streamSID string, now time.Time) setupResult {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.SetupTimeout)
 	defer cancel()
 	var r setupResult
 	// The claim outlives the token, so a replay within its validity fails.
 	ttl := max(time.Unix(claims.ExpiresAt, 0).Sub(now), 0) + time.Minute
 	var wg sync.WaitGroup
-	wg.Add(3)
+	wg.Add(2)
 	go func() {
 		defer wg.Done()
 		r.claimed, r.claimErr = c.srv.deps.Claims.ClaimToken(ctx, claims.ID, ttl)
 	}()
 	go func() {
 		defer wg.Done()
-		r.sess, r.sessErr = c.srv.deps.Sessions.Session(ctx, callSID)
-	}()
-	go func() {
-		defer wg.Done()
 		r.agent, r.agentErr = c.srv.deps.Agents.CallAgent(ctx, claims.ChannelID, claims.AgentID)
 	}()
 	wg.Wait()
+	switch {
+	case errors.Is(r.agentErr, ErrAgentNotRealtime):
+		r.agentEnd = ReasonAgentNotRealtime
+	case errors.Is(r.agentErr, ErrAgentNotFound):
+		r.agentEnd = ReasonAgentNotFound
+	}
+	if r.claimErr == nil && !r.claimed || r.agentErr != nil && r.agentEnd == "" {
+		return r // refused without touching the session (a used token, a store blip)
+	}
+	pod := c.cfg.PodID
+	r.sess, r.sessErr = c.srv.deps.Sessions.UpdateSession(ctx, callSID, func(s *session.Session) error {
+		if err := streamAllowed(s, streamSID); err != nil {
+			r.liveStream = s.StreamSID
+			return err
+		}
+		if r.agentEnd != "" {
+			s.End(r.agentEnd, now)
+			return nil
+		}
+		r.resumed = startStream(s, pod, streamSID, now)
+		return nil
+	})
+	r.started = r.sessErr == nil && r.agentEnd == ""
 	return r
+}
+
+// streamAllowed reports why a session may not take streamSID as its stream:
+// it ended, or another stream is live. A session waiting for its first
+// stream (ringing), for the one after a failed transfer (transferring) or
+// after a connect-ended reconnect (streaming with no stream: the callback
+// clears it) may.
+func streamAllowed(s *session.Session, streamSID string) error {
+	switch {
+	case s.State.Terminal():
+		return errSessionEnded
+	case s.State == session.Streaming && s.StreamSID != "" && s.StreamSID != streamSID:
+		return errStreamLive
+	}
+	return nil
+}
+
+// startStream makes s streaming on pod with streamSID and reports whether
+// it is a resume after a failed transfer.
+func startStream(s *session.Session, pod, streamSID string, now time.Time) bool {
+	resumed := s.State == session.Transferring
+	if s.State != session.Streaming && session.CanTransition(s.State, session.Streaming) {
+		_ = s.Transition(session.Streaming, now)
+	}
+	s.PodID, s.StreamSID = pod, streamSID
+	s.Record(now, session.EventStreamStarted, "pod "+pod)
+	if resumed {
+		s.Record(now, session.EventResumed, "")
+	}
+	return resumed
 }
 
 // onSetup accepts or refuses the stream once the look-ups are back.
 //
-// A store error on the claim does not refuse the stream: the token is
-// signed, short-lived and bound to this call, so that a pod can accept a
-// stream while the store is slow or down (DESIGN 1.4); a claim that answers
-// false (the token was used) always refuses it.
+// A store error on the claim or the session update does not refuse the
+// stream: the token is signed, short-lived and bound to this call, so that
+// a pod can accept a stream while the store is slow or down (DESIGN 1.4); a
+// claim that answers false (the token was used) always refuses it, and so
+// does a session that has ended or streams elsewhere.
 func (c *call) onSetup(r setupResult) {
+	agentID := zap.String("agent_id", c.claims.AgentID)
 	switch {
 	case r.claimErr == nil && !r.claimed:
 		c.reject(rejectReused, "media stream refused: stream token already used")
 		return
-	case r.agentErr != nil:
-		c.reject(rejectAgent, "media stream refused: agent unavailable", zap.String("agent_id", c.claims.AgentID), zap.Error(r.agentErr))
+	case errors.Is(r.sessErr, errSessionEnded):
+		c.reject(rejectSession, "media stream refused: the call session has already ended")
 		return
-	case r.sessErr == nil && r.sess != nil && r.sess.State.Terminal():
-		c.reject(rejectSession, "media stream refused: the call session has already ended", zap.String("state", string(r.sess.State)))
+	case errors.Is(r.sessErr, errStreamLive):
+		c.reject(rejectStreamLive, "media stream refused: another stream of the call is live",
+			zap.String("live_stream_sid", r.liveStream))
+		return
+	case r.agentEnd != "":
+		c.reject(r.agentEnd, "media stream refused: the token's agent cannot answer calls; session ended",
+			agentID, zap.Bool("session_ended", r.sessErr == nil), zap.Error(r.agentErr))
+		return
+	case r.agentErr != nil:
+		c.reject(rejectAgent, "media stream refused: agent unavailable", agentID, zap.Error(r.agentErr))
 		return
 	}
 	if r.claimErr != nil {
 		c.log.Warn("stream token claim failed (store error): accepting on the signed token", zap.Error(r.claimErr))
 	}
-	sess := r.sess
 	if r.sessErr != nil {
-		sess = nil
 		if errors.Is(r.sessErr, session.ErrNotFound) {
 			c.log.Warn("no session record for the call; relaying without one")
 		} else {
-			c.log.Warn("session look-up failed; relaying without caller details", zap.Error(r.sessErr))
+			c.log.Warn("session update failed; relaying without caller details", zap.Error(r.sessErr))
 		}
 	}
-	c.accept(r.agent, sess)
+	c.accept(r)
 }
 
-// accept makes the stream a call: the session goes streaming on this pod,
-// and the model is dialled.
-func (c *call) accept(agent Agent, sess *session.Session) {
+// accept makes the stream a call and takes or dials the model. The session
+// went streaming in the look-up already; when the store failed there, the
+// change is queued on the writer like any other.
+func (c *call) accept(r setupResult) {
 	c.accepted = true
 	c.phase = live
 	callSID := c.callSID // a copy: the pointer is shared with other goroutines
 	c.sid.Store(&callSID)
-	c.agent = agent
-	resumed := false
+	c.agent = r.agent
+	sess := r.sess
+	if !r.started {
+		sess = nil
+	}
 	if sess != nil {
 		c.from = sess.From
 		c.transcript = slices.Clone(sess.Transcript)
 		c.note = failedTransferNote(sess)
-		resumed = sess.State == session.Transferring
 	}
 	c.writer = newSessionWriter(context.WithoutCancel(c.ctx), c.srv.deps.Sessions, c.callSID, c.log, c.cfg.StoreTimeout)
 	c.wg.Add(1)
@@ -146,18 +237,15 @@ func (c *call) accept(agent Agent, sess *session.Session) {
 		c.writer.run()
 	}()
 	now, pod, sid := c.now(), c.cfg.PodID, c.streamSID
-	c.writer.push(func(s *session.Session) {
-		if s.State != session.Streaming && session.CanTransition(s.State, session.Streaming) {
-			_ = s.Transition(session.Streaming, now)
-		}
-		s.PodID, s.StreamSID = pod, sid
-		s.Record(now, session.EventStreamStarted, "pod "+pod)
-		if resumed {
-			s.Record(now, session.EventResumed, "")
-		}
-	})
+	if !r.started && !errors.Is(r.sessErr, session.ErrNotFound) {
+		c.writer.push(func(s *session.Session) {
+			if streamAllowed(s, sid) == nil {
+				startStream(s, pod, sid, now)
+			}
+		})
+	}
 	c.log.Info("call accepted", zap.String("agent_id", c.claims.AgentID), zap.String("model", c.modelName()),
-		zap.Bool("resumed", resumed), zap.Duration("setup", now.Sub(c.startedAt)))
+		zap.Bool("resumed", r.resumed), zap.Duration("setup", now.Sub(c.startedAt)))
 	c.dialModel()
 }
 

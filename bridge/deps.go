@@ -9,12 +9,15 @@
 // cancels the call's context and closes both sockets.
 //
 // The answer path: Twilio sends start right after connected (within
-// milliseconds) and the model to dial is known only from the token's agent,
+// milliseconds) and the model to use is known only from the token's agent,
 // so the bridge reads start, verifies the token, then claims it and loads
-// the session and the agent in parallel, and dials the model as soon as the
-// agent is known. None of it runs on the loop: caller audio that arrives
-// meanwhile is held (bounded) and sent, in order, once the model has
-// accepted the session configuration.
+// the agent in parallel, moves the session to streaming (refusing a second
+// live stream of the call), and takes a connection from the pod's pool of
+// pre-opened model connections (dialling only on a miss or for an agent
+// with a model of its own). Nothing is dialled before the token is verified
+// and claimed, so a replayed handshake costs no model session. None of it
+// runs on the loop: caller audio that arrives meanwhile is held (bounded)
+// and sent, in order, once the model has accepted the session configuration.
 //
 // The package imports only session and outside libraries; the small
 // interfaces below are implemented elsewhere (store, channel, twiml,

@@ -169,6 +169,7 @@ type harnessOpts struct {
 	model      realtimetest.Options
 	agent      Agent
 	agentDelay time.Duration
+	agents     Agents        // replaces the default agent look-up when set
 	dialDelay  time.Duration // before the model's TCP connect
 	transfers  Transferer
 	noCalls    bool
@@ -246,6 +247,9 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 		}),
 		Transfers: o.transfers,
 		Logger:    zap.New(core), Registerer: h.reg,
+	}
+	if o.agents != nil {
+		deps.Agents = o.agents
 	}
 	if !o.noCalls {
 		deps.Calls = restCalls{rest: h.rest}

@@ -22,6 +22,12 @@ type metrics struct {
 	// agentDropped counts agent audio bytes dropped because the call's
 	// hold (pacing.go) was full.
 	agentDropped prometheus.Counter
+
+	// The model connection pool (pool.go).
+	poolSize         prometheus.Gauge
+	poolTakes        *prometheus.CounterVec // result: hit, miss
+	poolDiscarded    *prometheus.CounterVec // reason
+	poolDialFailures prometheus.Counter
 }
 
 // labelTransferred counts, in calls_total, calls whose stream Twilio stopped
@@ -37,6 +43,11 @@ const (
 	rejectReused    = "token_reused"
 	rejectSession   = "session_ended"
 	rejectAgent     = "agent_unavailable"
+	// rejectStreamLive: the call streams already (on this pod or another).
+	rejectStreamLive = "stream_live"
+	// The token's agent was deleted or is not realtime (the end reasons).
+	rejectAgentNotFound    = ReasonAgentNotFound
+	rejectAgentNotRealtime = ReasonAgentNotRealtime
 )
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -75,20 +86,44 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Namespace: "vivi", Subsystem: "bridge", Name: "agent_audio_dropped_bytes_total",
 			Help: "Model audio bytes dropped because a call held the most audio it may ahead of Twilio's playout.",
 		}),
+		poolSize: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "vivi", Subsystem: "bridge", Name: "model_pool_idle",
+			Help: "Pooled realtime model connections ready for a call.",
+		}),
+		poolTakes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "vivi", Subsystem: "bridge", Name: "model_pool_takes_total",
+			Help: "Calls that looked for a pooled model connection, by result (hit, miss).",
+		}, []string{"result"}),
+		poolDiscarded: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "vivi", Subsystem: "bridge", Name: "model_pool_discarded_total",
+			Help: "Pooled model connections closed unused, by reason.",
+		}, []string{"reason"}),
+		poolDialFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "vivi", Subsystem: "bridge", Name: "model_pool_dial_failures_total",
+			Help: "Failed dials of the model connection pool (retried with backoff).",
+		}),
 	}
 	for _, s := range []string{"turn", "call"} {
 		m.toolLimited.WithLabelValues(s)
 	}
+	for _, r := range []string{"hit", "miss"} {
+		m.poolTakes.WithLabelValues(r)
+	}
+	for _, r := range []string{discardExpired, discardClosed, discardEvent, discardShutdown} {
+		m.poolDiscarded.WithLabelValues(r)
+	}
 	for _, r := range []string{ReasonCallerHangup, ReasonTwilioDisconnected, ReasonModelDropped, ReasonAgentHangup, ReasonOperatorHangup, ReasonShutdown, labelTransferred} {
 		m.ended.WithLabelValues(r)
 	}
-	for _, r := range []string{rejectSignature, rejectDraining, rejectNoStart, rejectToken, rejectReused, rejectSession, rejectAgent} {
+	for _, r := range []string{rejectSignature, rejectDraining, rejectNoStart, rejectToken, rejectReused, rejectSession, rejectAgent,
+		rejectStreamLive, rejectAgentNotFound, rejectAgentNotRealtime} {
 		m.rejected.WithLabelValues(r)
 	}
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.active, m.ended, m.rejected, frames, m.bargeIns, m.redials, m.toolLimited, m.agentDropped} {
+	for _, c := range []prometheus.Collector{m.active, m.ended, m.rejected, frames, m.bargeIns, m.redials, m.toolLimited, m.agentDropped,
+		m.poolSize, m.poolTakes, m.poolDiscarded, m.poolDialFailures} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("bridge: register metrics (one Server per registry): %w", err)
 		}

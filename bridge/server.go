@@ -12,6 +12,8 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
+
+	"github.com/vivi/bridge/bridge/realtime"
 )
 
 // StreamPath is where Twilio opens Media Streams.
@@ -65,6 +67,15 @@ type Config struct {
 	StoreTimeout time.Duration
 	// TranscriptionModel transcribes the caller; default gpt-4o-mini-transcribe.
 	TranscriptionModel string
+
+	// ModelPoolSize is how many connections of RealtimeModel the pod keeps
+	// open for calls to take (MODEL_POOL_SIZE); 0 means no pool, every call
+	// dials once accepted. A take is refilled in the background.
+	ModelPoolSize int
+	// ModelPoolMaxAge retires a pooled connection that waited that long;
+	// 40 s, and never more than 2 PingIntervals (nothing pings a pooled
+	// connection, and its read deadline is 3 intervals).
+	ModelPoolMaxAge time.Duration
 }
 
 func (c Config) withDefaults() Config {
@@ -100,6 +111,9 @@ func (c Config) withDefaults() Config {
 	def(&c.PingInterval, 20*time.Second)
 	def(&c.HangupWait, 15*time.Second)
 	def(&c.StoreTimeout, 10*time.Second)
+	def(&c.ModelPoolMaxAge, 40*time.Second)
+	c.ModelPoolMaxAge = min(c.ModelPoolMaxAge, 2*c.PingInterval)
+	c.ModelPoolSize = max(c.ModelPoolSize, 0)
 	return c
 }
 
@@ -126,6 +140,7 @@ type Server struct {
 	log      *zap.Logger
 	metrics  *metrics
 	pool     bufPool
+	models   *modelPool // nil when Config.ModelPoolSize is 0
 	upgrader websocket.Upgrader
 	active   atomic.Int64
 
@@ -174,7 +189,25 @@ func NewServer(cfg Config, deps Deps) (*Server, error) {
 	if deps.Transfers == nil {
 		s.log.Info("transfers not enabled: transfer requests will be refused")
 	}
+	if n := s.cfg.ModelPoolSize; n > 0 {
+		s.models = newModelPool(n, s.cfg.ModelPoolMaxAge, func(ctx context.Context) (*realtime.Conn, error) {
+			return s.dialModel(ctx, s.cfg.RealtimeModel)
+		}, m, s.log)
+		s.models.now = s.cfg.Now
+		s.models.start()
+	}
 	return s, nil
+}
+
+// dialModel opens one model connection, bounded by DialTimeout.
+func (s *Server) dialModel(ctx context.Context, model string) (*realtime.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.DialTimeout)
+	defer cancel()
+	return realtime.Dial(ctx, realtime.Config{
+		URL: s.cfg.RealtimeURL, APIKey: s.cfg.APIKey, Model: model,
+		Dialer: s.cfg.RealtimeDialer, WriteTimeout: s.cfg.WriteTimeout,
+		IdleTimeout: 3 * s.cfg.PingInterval,
+	})
 }
 
 // Register adds the stream endpoint to mux.
@@ -278,15 +311,18 @@ func (s *Server) deliver(callSID string, f func(*call)) bool {
 // deliverTimeout bounds the hand-over of an operator request to a call loop.
 const deliverTimeout = 2 * time.Second
 
-// Shutdown stops accepting streams and waits for the calls to end until ctx
-// is done; then it ends the remaining calls with reason shutdown, waits for
-// them to close and returns ctx's error.
+// Shutdown stops accepting streams and closes the idle pooled model
+// connections, waits for the calls to end until ctx is done; then it ends
+// the remaining calls with reason shutdown, waits for them to close and
+// returns ctx's error.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.draining = true
 	n := len(s.calls)
 	s.mu.Unlock()
 	s.log.Info("draining media streams", zap.Int("calls", n))
+	s.models.stop()
+	defer s.models.wait() // the taken connections' watchers end with their calls
 
 	done := make(chan struct{})
 	go func() {

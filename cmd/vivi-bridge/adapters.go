@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/vivi/bridge/bridge"
@@ -45,8 +46,15 @@ type callAgents struct{ st storeAPI }
 
 func (a callAgents) CallAgent(ctx context.Context, channelID, agentID string) (bridge.Agent, error) {
 	ag, err := a.st.Agent(ctx, agentID)
-	if err != nil {
+	switch {
+	case errors.Is(err, channel.ErrNotFound):
+		// Deleted since the token was issued: the bridge ends the session.
+		return bridge.Agent{}, fmt.Errorf("agent %s of channel %s: %w", agentID, channelID, bridge.ErrAgentNotFound)
+	case err != nil:
 		return bridge.Agent{}, fmt.Errorf("agent %s of channel %s: %w", agentID, channelID, err)
+	case !ag.Realtime:
+		// Realtime mode turned off since the token was issued.
+		return bridge.Agent{}, fmt.Errorf("agent %s of channel %s: %w", agentID, channelID, bridge.ErrAgentNotRealtime)
 	}
 	out := bridge.Agent{
 		ID:           ag.ID,

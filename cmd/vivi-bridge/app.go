@@ -94,6 +94,7 @@ func newApp(base context.Context, c config, log *zap.Logger, d appDeps) (*app, e
 		RealtimeModel: c.RealtimeModel,
 		APIKey:        c.OpenAIAPIKey,
 		BaseContext:   base,
+		ModelPoolSize: c.ModelPoolSize,
 	}, bridge.Deps{
 		Sessions:   st,
 		Tokens:     tokens,

@@ -33,11 +33,16 @@ type config struct {
 	StreamTokenSecret   string
 	AdminToken          string
 	MaxCalls            int
+	ModelPoolSize       int
 	ShutdownGrace       time.Duration
 	SessionRetention    time.Duration
 	LogLevel, LogFormat string
 	PodID               string
 }
+
+// maxModelPool bounds MODEL_POOL_SIZE: every pooled connection is an open
+// model session, so a pod keeps a few, not a crowd.
+const maxModelPool = 16
 
 // configError is a missing or malformed variable: start-up stops with exit code 2.
 type configError struct{ msg string }
@@ -94,6 +99,9 @@ func loadConfig(getenv func(string) string, serve bool) (config, error) {
 	}
 	if c.MaxCalls, err = strconv.Atoi(env("MAX_CALLS", "500")); err != nil || c.MaxCalls < 1 {
 		return c, errConfig("MAX_CALLS: want a positive integer, got %q", getenv("MAX_CALLS"))
+	}
+	if c.ModelPoolSize, err = strconv.Atoi(env("MODEL_POOL_SIZE", "2")); err != nil || c.ModelPoolSize < 0 || c.ModelPoolSize > maxModelPool {
+		return c, errConfig("MODEL_POOL_SIZE: want an integer from 0 to %d, got %q", maxModelPool, getenv("MODEL_POOL_SIZE"))
 	}
 	if c.ShutdownGrace, err = time.ParseDuration(env("SHUTDOWN_GRACE", "30m")); err != nil || c.ShutdownGrace < 0 {
 		return c, errConfig("SHUTDOWN_GRACE: want a duration like 30m, got %q", getenv("SHUTDOWN_GRACE"))
