@@ -239,14 +239,15 @@ func (c *call) onModelError(e *realtime.Error) {
 		c.anomaly("model_error", "model error event without error object")
 		return
 	}
-	if c.respAsked && !c.respActive {
-		// Our response.create may be what was refused: never wait for its
-		// response.created forever; one refused for an active response is
-		// asked again when that one ends.
+	if e.Code == realtime.CodeActiveResponse {
+		// Our response.create (the one outstanding) was refused: a response
+		// runs that we may have taken for its answer (one the model's turn
+		// detection started, or the greeting's). Ask again when it ends.
+		c.respAsked, c.respWanted = false, true
+	} else if c.respAsked && !c.respActive {
+		// It may be what was refused: never wait for its response.created
+		// forever.
 		c.respAsked = false
-		if e.Code == realtime.CodeActiveResponse {
-			c.respWanted = true
-		}
 	}
 	switch {
 	case e.Code == realtime.CodeActiveResponse, e.Code == realtime.CodeCancelNotActive,

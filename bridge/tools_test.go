@@ -55,6 +55,7 @@ func TestUnknownToolRoundsBounded(t *testing.T) {
 	}})
 	call, mc := h.call(nil)
 	waitEvent(t, mc, "response.create", 1) // the greeting
+	waitFor(t, "the greeting at Twilio", func() bool { return call.ReceivedBytes() >= 1600 })
 	mc.CallFunction("no_such_tool", "{}")
 
 	waitFor(t, "the model told that tools are unavailable", func() bool { return countItemText(t, mc, toolsUnavailable) == 1 })
@@ -95,6 +96,7 @@ func TestToolRoundsPerCallCap(t *testing.T) {
 	}})
 	call, mc := h.call(nil)
 	waitEvent(t, mc, "response.create", 1)
+	waitFor(t, "the greeting at Twilio", func() bool { return call.ReceivedBytes() >= 1600 })
 	mc.CallFunction("no_such_tool", "{}")
 	turns := 1
 	for ; h.counter("vivi_bridge_tool_rounds_limited_total", "scope", "call") == 0; turns++ {
