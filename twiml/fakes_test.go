@@ -37,11 +37,15 @@ type rejection string
 func (r rejection) Error() string        { return "call rejected: " + string(r) }
 func (r rejection) RejectReason() string { return string(r) }
 
-// fakeIssuer issues with its function field and counts calls.
+// fakeIssuer issues with its function field and counts the tokens issued;
+// Sign re-signs with the real signer (sign).
 type fakeIssuer struct {
 	issue func(callSID, channelID, agentID string, now time.Time) (string, session.Claims, error)
+	sign  func(c session.Claims) (string, error)
 	calls atomic.Int32
 }
+
+func (f *fakeIssuer) Sign(c session.Claims) (string, error) { return f.sign(c) }
 
 func (f *fakeIssuer) Issue(callSID, channelID, agentID string, now time.Time) (string, session.Claims, error) {
 	f.calls.Add(1)
@@ -205,7 +209,7 @@ func newHarness(t *testing.T, publicURL string, validate bool) *harness {
 		}},
 		sessions: newMemSessions(),
 		tokens:   toks,
-		issuer:   &fakeIssuer{issue: toks.Issue},
+		issuer:   &fakeIssuer{issue: toks.Issue, sign: toks.Sign},
 		calls:    &fakeCalls{active: func() int { return 0 }},
 		logs:     logs,
 	}

@@ -74,9 +74,11 @@ type Sessions interface {
 	Session(ctx context.Context, callSID string) (*session.Session, error)
 }
 
-// TokenIssuer signs stream tokens (session.Tokens implements it).
+// TokenIssuer signs stream tokens (session.Tokens implements it). Sign must
+// be deterministic: the claims of an issued token sign that same token.
 type TokenIssuer interface {
 	Issue(callSID, channelID, agentID string, now time.Time) (string, session.Claims, error)
+	Sign(c session.Claims) (string, error)
 }
 
 // CallCounter reports this pod's live calls.
@@ -210,15 +212,36 @@ func validCallSID(s string) bool {
 	return true
 }
 
-// connectStream answers a fresh <Connect><Stream> for the call with a new
-// stream token. The token goes only into the document, never into a log.
-func (h *Handler) connectStream(s *session.Session, now time.Time) (string, error) {
-	token, _, err := h.tokens.Issue(s.CallSID, s.ChannelID, s.AgentID, now)
+// ConnectParam is the query parameter of the <Connect action> URL naming the
+// connect generation (the id of the stream token answered with it). Twilio
+// signs the whole URL, so the value is as authentic as the callback's form.
+const ConnectParam = "connect"
+
+// newConnect issues the claims of a fresh <Connect><Stream> for s and makes
+// it the call's current connect generation (s.Connect). Only the claims are
+// kept; connectStream signs them.
+func (h *Handler) newConnect(s *session.Session, now time.Time) error {
+	_, c, err := h.tokens.Issue(s.CallSID, s.ChannelID, s.AgentID, now)
 	if err != nil {
-		return "", fmt.Errorf("twiml: issue stream token for %s: %w", s.CallSID, err)
+		return fmt.Errorf("twiml: issue stream token for %s: %w", s.CallSID, err)
 	}
-	return ConnectStream(h.public.join(ConnectEndedPath), h.public.streamURL(),
-		h.public.join(StreamStatusPath), map[string]string{"token": token})
+	s.Connect = &c
+	return nil
+}
+
+// connectStream answers the <Connect><Stream> of the call's current connect
+// generation: the same document, with the same token, every time it is
+// asked for. The token goes only into the document, never into a log.
+func (h *Handler) connectStream(s *session.Session) (string, error) {
+	if s.Connect == nil {
+		return "", fmt.Errorf("twiml: call %s has no current connect", s.CallSID)
+	}
+	token, err := h.tokens.Sign(*s.Connect)
+	if err != nil {
+		return "", fmt.Errorf("twiml: sign stream token for %s: %w", s.CallSID, err)
+	}
+	action := h.public.join(ConnectEndedPath) + "?" + url.Values{ConnectParam: {s.Connect.ID}}.Encode()
+	return ConnectStream(action, h.public.streamURL(), h.public.join(StreamStatusPath), map[string]string{"token": token})
 }
 
 func writeTwiML(w http.ResponseWriter, doc string) {

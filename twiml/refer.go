@@ -41,7 +41,9 @@ func (h *Handler) referStatus(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), storeTimeout)
 	defer cancel()
 
+	var tokErr error
 	s, outcome, err := h.decide(ctx, sid, func(s *session.Session) (string, bool) {
+		tokErr = nil
 		if s.State != session.Transferring {
 			return outcomeNotTransferring + string(s.State), false
 		}
@@ -62,6 +64,10 @@ func (h *Handler) referStatus(w http.ResponseWriter, r *http.Request) {
 			return "caller_hangup", true
 		}
 		s.Record(now, session.EventTransferFailed, describeRefer(status, referCode, notifyCode))
+		// The resume is a new connect generation: its token and action URL.
+		if tokErr = h.newConnect(s, now); tokErr != nil {
+			return "resume_failed", true // the outcome is recorded; the caller gets <Hangup/>
+		}
 		return "resume", true
 	})
 	switch {
@@ -80,12 +86,17 @@ func (h *Handler) referStatus(w http.ResponseWriter, r *http.Request) {
 		writeTwiML(w, Empty())
 		return
 	}
+	if tokErr != nil {
+		log.Error("refer status", zap.String("reason", "stream_token"), zap.Error(tokErr))
+		writeTwiML(w, Hangup())
+		return
+	}
 	if outcome != "resume" {
 		log.Info("refer status", zap.String("reason", outcome))
 		writeTwiML(w, Hangup())
 		return
 	}
-	doc, err := h.connectStream(s, now)
+	doc, err := h.connectStream(s)
 	if err != nil {
 		log.Error("refer status", zap.String("reason", "stream_token"), zap.Error(err))
 		writeTwiML(w, Hangup())
