@@ -206,8 +206,10 @@ func TestConnectEndedStaleLeavesLiveCall(t *testing.T) {
 		return p
 	}
 	tests := map[string]func(action string) (string, url.Values){
-		"no generation":        func(string) (string, url.Values) { return ConnectEndedPath, connectEnded("CA1") },
-		"another generation":   func(string) (string, url.Values) { return ConnectEndedPath + "?connect=0badc0ffee", connectEnded("CA1") },
+		"no generation": func(string) (string, url.Values) { return ConnectEndedPath, connectEnded("CA1") },
+		"another generation": func(string) (string, url.Values) {
+			return ConnectEndedPath + "?connect=0badc0ffee", connectEnded("CA1")
+		},
 		"another stream":       func(a string) (string, url.Values) { return a, withStream("MZ0") },
 		"generation + garbage": func(a string) (string, url.Values) { return a + "x", connectEnded("CA1") },
 	}
