@@ -174,6 +174,7 @@ type harness struct {
 	tokens    *session.Tokens
 	issuer    *fakeIssuer
 	calls     *fakeCalls
+	answered  *Answered
 	logs      *observer.ObservedLogs
 }
 
@@ -213,13 +214,14 @@ func newHarness(t *testing.T, publicURL string, validate bool) *harness {
 		calls:    &fakeCalls{active: func() int { return 0 }},
 		logs:     logs,
 	}
+	x.answered = NewAnswered(AnswerTimeout, func() time.Time { return x.now })
 	v, err := NewValidator(testAuthToken, publicURL, validate)
 	if err != nil {
 		t.Fatal(err)
 	}
 	h, err := NewHandler(
 		Config{PublicURL: publicURL, MaxCalls: maxCalls, Logger: zap.New(core), Now: func() time.Time { return x.now }},
-		Deps{Validator: v, Router: x.router, Sessions: x.sessions, Tokens: x.issuer, Calls: x.calls},
+		Deps{Validator: v, Router: x.router, Sessions: x.sessions, Tokens: x.issuer, Calls: x.calls, Answered: x.answered},
 	)
 	if err != nil {
 		t.Fatal(err)

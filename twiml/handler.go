@@ -91,8 +91,9 @@ type Config struct {
 	// PublicURL is the public origin Twilio calls (PUBLIC_URL), with or
 	// without a trailing slash.
 	PublicURL string
-	// MaxCalls is this pod's concurrent-call limit; at the limit new calls
-	// get <Reject reason="busy"/>. Not positive means DefaultMaxCalls.
+	// MaxCalls is this pod's concurrent-call limit: open streams plus calls
+	// answered here whose stream has not started (Answered); at the limit
+	// new calls get <Reject reason="busy"/>. Not positive means DefaultMaxCalls.
 	MaxCalls int
 	// Logger receives one line per decision; nil means no logging.
 	Logger *zap.Logger
@@ -101,13 +102,17 @@ type Config struct {
 }
 
 // Deps are the Handler's collaborators. All are required except Calls (nil
-// counts no live calls).
+// counts no live calls) and Answered (nil: the handler keeps its own, and
+// calls stop counting only at AnswerTimeout).
 type Deps struct {
 	Validator *Validator
 	Router    Router
 	Sessions  Sessions
 	Tokens    TokenIssuer
 	Calls     CallCounter
+	// Answered counts the calls answered but not streaming yet; cmd wires
+	// its Started to the bridge's token claims.
+	Answered *Answered
 }
 
 // Handler serves the Twilio webhook endpoints.
@@ -121,6 +126,7 @@ type Handler struct {
 	sessions  Sessions
 	tokens    TokenIssuer
 	calls     CallCounter
+	answered  *Answered
 }
 
 // NewHandler returns the webhook handler. It fails on a bad PublicURL or a
@@ -136,7 +142,7 @@ func NewHandler(cfg Config, deps Deps) (*Handler, error) {
 	h := &Handler{
 		public: pu, maxCalls: cfg.MaxCalls, log: cfg.Logger, now: cfg.Now,
 		validator: deps.Validator, router: deps.Router, sessions: deps.Sessions,
-		tokens: deps.Tokens, calls: deps.Calls,
+		tokens: deps.Tokens, calls: deps.Calls, answered: deps.Answered,
 	}
 	if h.maxCalls <= 0 {
 		h.maxCalls = DefaultMaxCalls
@@ -149,6 +155,9 @@ func NewHandler(cfg Config, deps Deps) (*Handler, error) {
 	}
 	if h.calls == nil {
 		h.calls = noCalls{}
+	}
+	if h.answered == nil {
+		h.answered = NewAnswered(AnswerTimeout, h.now)
 	}
 	return h, nil
 }

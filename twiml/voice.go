@@ -57,10 +57,21 @@ func (h *Handler) voice(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	log = log.With(zap.String("source_ip", ip), zap.String("extension", ext))
-	if active := h.calls.ActiveCalls(); active >= h.maxCalls {
-		h.refuse(w, log, Busy, reasonBusy, zap.Int("active_calls", active), zap.Int("max_calls", h.maxCalls))
+	// The limit counts open streams and calls answered but not streaming
+	// yet; the place is taken atomically, so a burst cannot overshoot it.
+	active := h.calls.ActiveCalls()
+	place, ok, n := h.answered.reserve(sid, active, h.maxCalls)
+	if !ok {
+		h.refuse(w, log, Busy, reasonBusy, zap.Int("active_calls", active), zap.Int("answered_calls", n-active),
+			zap.Int("max_calls", h.maxCalls))
 		return
 	}
+	answered := false
+	defer func() {
+		if !answered {
+			h.answered.release(place, sid)
+		}
+	}()
 
 	ctx, cancel := context.WithTimeout(r.Context(), storeTimeout)
 	defer cancel()
@@ -108,6 +119,8 @@ func (h *Handler) voice(w http.ResponseWriter, r *http.Request) {
 		writeTwiML(w, rejectDoc(Busy))
 		return
 	}
+	h.answered.commit(place, sid, s.Connect.ID)
+	answered = true
 	reason := reasonAnswered
 	if retried {
 		reason = reasonWebhookRetry

@@ -88,6 +88,10 @@ func newApp(base context.Context, c config, log *zap.Logger, d appDeps) (*app, e
 	xfer := transfer.New(transfer.Config{
 		PublicURL: c.PublicURL, Sessions: st, Targets: targets{st}, Calls: rest, Logger: log.Named("transfer"),
 	})
+	// Calls answered here count against MAX_CALLS until their stream starts
+	// here (the bridge claims the token, and counts the stream from then on)
+	// or twiml.AnswerTimeout passes.
+	answered := twiml.NewAnswered(twiml.AnswerTimeout, nil)
 	br, err := bridge.NewServer(bridge.Config{
 		PodID:         podID,
 		RealtimeURL:   c.RealtimeURL,
@@ -97,7 +101,7 @@ func newApp(base context.Context, c config, log *zap.Logger, d appDeps) (*app, e
 	}, bridge.Deps{
 		Sessions:   st,
 		Tokens:     tokens,
-		Claims:     st,
+		Claims:     startedClaims{st, answered},
 		Handshake:  validator,
 		Agents:     callAgents{st},
 		Calls:      rest,
@@ -112,6 +116,7 @@ func newApp(base context.Context, c config, log *zap.Logger, d appDeps) (*app, e
 		PublicURL: c.PublicURL, MaxCalls: c.MaxCalls, Logger: log.Named("twilio"),
 	}, twiml.Deps{
 		Validator: validator, Router: routes{channel.NewRouter(st)}, Sessions: st, Tokens: tokens, Calls: br,
+		Answered: answered,
 	})
 	if err != nil {
 		return nil, err
@@ -135,6 +140,18 @@ func newApp(base context.Context, c config, log *zap.Logger, d appDeps) (*app, e
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 
 	return &app{handler: mux, bridge: br, health: h, prov: prov, log: log, registry: reg}, nil
+}
+
+// startedClaims tells the answered-call count that a stream started on this
+// pod when the bridge claims its token.
+type startedClaims struct {
+	bridge.TokenClaimer
+	answered *twiml.Answered
+}
+
+func (c startedClaims) ClaimToken(ctx context.Context, id string, ttl time.Duration) (bool, error) {
+	c.answered.Started(id)
+	return c.TokenClaimer.ClaimToken(ctx, id, ttl)
 }
 
 // applyFile applies a YAML file of agents and channels (CONFIG_FILE, apply -f).
