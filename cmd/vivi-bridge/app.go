@@ -44,7 +44,8 @@ type appDeps struct {
 // newApp wires the components of DESIGN.md section 3. base is the parent of
 // every call's context: cancelling it ends the calls (after draining).
 func newApp(base context.Context, c config, log *zap.Logger, d appDeps) (*app, error) {
-	sink := channel.NewEventSink(channel.EventSinkConfig{Channels: d.store, Logger: log.Named("events")})
+	sink := channel.NewEventSink(channel.EventSinkConfig{Channels: d.store, Logger: log.Named("events"),
+		AllowPrivate: c.EventsAllowPrivate})
 	st := storeAPI(eventingStore{d.store, sink})
 	podID := c.PodID
 	if podID == "" {
@@ -81,6 +82,7 @@ func newApp(base context.Context, c config, log *zap.Logger, d appDeps) (*app, e
 	}
 	prov, err := channel.NewProvisioner(channel.ProvisionerConfig{
 		Repo: st, Resolver: resolver, SIPDomain: c.SIPDomain, Logger: log.Named("channel"), AllowList: allow,
+		AllowPrivateEvents: c.EventsAllowPrivate,
 	})
 	if err != nil {
 		return nil, err

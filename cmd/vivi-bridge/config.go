@@ -33,6 +33,7 @@ type config struct {
 	StreamTokenSecret   string
 	AdminToken          string
 	MaxCalls            int
+	EventsAllowPrivate  bool // EVENTS_ALLOW_PRIVATE: eventsUrl may name internal addresses
 	ShutdownGrace       time.Duration
 	SessionRetention    time.Duration
 	LogLevel, LogFormat string
@@ -89,6 +90,9 @@ func loadConfig(getenv func(string) string, serve bool) (config, error) {
 		}
 	}
 	var err error
+	if c.EventsAllowPrivate, err = parseBool(env("EVENTS_ALLOW_PRIVATE", "false")); err != nil {
+		return c, errConfig("EVENTS_ALLOW_PRIVATE: %v", err)
+	}
 	if c.ValidateSignatures, err = parseBool(env("TWILIO_VALIDATE_SIGNATURES", "true")); err != nil {
 		return c, errConfig("TWILIO_VALIDATE_SIGNATURES: %v", err)
 	}
