@@ -55,6 +55,9 @@ func (p *Provisioner) Apply(ctx context.Context, cfg Config) (Result, error) {
 	if errs := cfg.check(); len(errs) > 0 {
 		return Result{}, joinConfigErrors(errs)
 	}
+	if errs := p.checkEventsTargets(&cfg); len(errs) > 0 {
+		return Result{}, joinConfigErrors(errs)
+	}
 	storedAgents, storedChans, err := p.snapshot(ctx)
 	if err != nil {
 		return Result{}, err
@@ -181,6 +184,17 @@ func (c *Config) checkAgents(stored map[string]Agent) []*ConfigError {
 
 // resolveAll fills the origin IPs of channels that give none, a few
 // lookups at a time.
+// checkEventsTargets applies the eventsUrl target policy to every channel.
+func (p *Provisioner) checkEventsTargets(c *Config) []*ConfigError {
+	var errs []*ConfigError
+	for i, ch := range c.Channels {
+		if v := checkEventsTarget(ch.EventsURL, p.allowPrivateEvents); v != nil {
+			errs = append(errs, c.pos.validationAt(fmt.Sprintf("channels[%d]", i), v))
+		}
+	}
+	return errs
+}
+
 func (p *Provisioner) resolveAll(ctx context.Context, c *Config) []*ConfigError {
 	verrs := make([]error, len(c.Channels))
 	sem := make(chan struct{}, resolveParallelism)

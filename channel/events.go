@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -43,8 +44,15 @@ type ChannelGetter interface {
 type EventSinkConfig struct {
 	// Channels gives the eventsUrl and eventsSecret of a call's channel.
 	Channels ChannelGetter
-	// Client posts the events (default: 5 s timeout).
+	// Client posts the events (default: 5 s timeout, no redirects, and
+	// unless AllowPrivate a dialer that refuses internal addresses).
 	Client *http.Client
+	// AllowPrivate lets events go to loopback, private, link-local and
+	// other internal addresses, and over http (EVENTS_ALLOW_PRIVATE).
+	AllowPrivate bool
+	// Resolver resolves eventsUrl hosts for the default Client (default:
+	// the system's); every address it gives is checked before it is dialled.
+	Resolver *net.Resolver
 	// Queue is how many events wait for a worker before new ones are dropped (default 1024).
 	Queue int
 	// Workers is how many events are posted at once (default 4).
@@ -74,7 +82,7 @@ type eventJob struct {
 // NewEventSink returns a sink; Run posts what Post queues.
 func NewEventSink(cfg EventSinkConfig) *EventSink {
 	if cfg.Client == nil {
-		cfg.Client = &http.Client{Timeout: defaultEventTimeout}
+		cfg.Client = newEventsClient(cfg.AllowPrivate, cfg.Resolver)
 	}
 	if cfg.Queue <= 0 {
 		cfg.Queue = defaultEventQueue
@@ -201,6 +209,11 @@ func (s *EventSink) deliver(ctx context.Context, j eventJob) {
 
 // post makes one signed POST; retry tells whether a failure may pass.
 func (s *EventSink) post(ctx context.Context, ch Channel, body []byte) (retry bool, err error) {
+	// A channel stored before the policy (or under another setting) is
+	// held to it here too.
+	if v := checkEventsTarget(ch.EventsURL, s.cfg.AllowPrivate); v != nil {
+		return false, fmt.Errorf("post event: %w (not https, or an internal host)", ErrForbiddenEventsTarget)
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, ch.EventsURL, bytes.NewReader(body))
 	if err != nil {
 		return false, fmt.Errorf("post event: bad eventsUrl: %w", err)
@@ -214,7 +227,8 @@ func (s *EventSink) post(ctx context.Context, ch Channel, body []byte) (retry bo
 		if errors.As(err, &ue) {
 			err = ue.Err // without the URL
 		}
-		return true, fmt.Errorf("post event: %w", err)
+		// A refused address stays refused: no retry.
+		return !errors.Is(err, ErrForbiddenEventsTarget), fmt.Errorf("post event: %w", err)
 	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	resp.Body.Close()

@@ -138,6 +138,7 @@ func runSink(t *testing.T, ch channel.Channel, cfg channel.EventSinkConfig) *cha
 		t.Fatal(err)
 	}
 	cfg.Channels = st
+	cfg.AllowPrivate = true // the receivers are httptest servers on loopback
 	sink := channel.NewEventSink(cfg)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -278,7 +279,7 @@ func TestEventSinkSkipsChannelWithoutEventsURL(t *testing.T) {
 	if err := st.SaveChannel(ctx, other); err != nil {
 		t.Fatal(err)
 	}
-	sink := channel.NewEventSink(channel.EventSinkConfig{Channels: st, Workers: 1})
+	sink := channel.NewEventSink(channel.EventSinkConfig{Channels: st, Workers: 1, AllowPrivate: true}) // receiver on loopback
 	rctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() { sink.Run(rctx); close(done) }()

@@ -29,6 +29,9 @@ func (p *Provisioner) CreateChannel(ctx context.Context, c Channel) (Channel, er
 	if err := c.Normalize(); err != nil {
 		return Channel{}, err
 	}
+	if err := checkEventsTarget(c.EventsURL, p.allowPrivateEvents); err != nil {
+		return Channel{}, err
+	}
 	if _, err := p.repo.Channel(ctx, c.ID); err == nil {
 		return Channel{}, fmt.Errorf("channel %q %w", c.ID, ErrExists)
 	} else if !errors.Is(err, ErrNotFound) {
@@ -75,6 +78,9 @@ func (p *Provisioner) UpdateChannel(ctx context.Context, id string, change func(
 	c.EventsSecret, c.Destination = old.EventsSecret, nil
 	followDefaultPort(&c, old)
 	if err := c.Normalize(); err != nil {
+		return Channel{}, err
+	}
+	if err := checkEventsTarget(c.EventsURL, p.allowPrivateEvents); err != nil {
 		return Channel{}, err
 	}
 	if c.AgentID != old.AgentID {

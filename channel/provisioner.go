@@ -53,6 +53,11 @@ type ProvisionerConfig struct {
 	// AllowList, when set, is synced after every change of channels (see
 	// SyncAllowList); nil disables it (status "disabled").
 	AllowList IPAllowList
+	// AllowPrivateEvents accepts eventsUrl values on loopback, private,
+	// link-local and other internal addresses, and http for loopback
+	// (EVENTS_ALLOW_PRIVATE); otherwise they are refused with
+	// invalid_events_url.
+	AllowPrivateEvents bool
 }
 
 // Provisioner creates, changes and deletes agents and channels with one set
@@ -66,6 +71,8 @@ type Provisioner struct {
 	rand      io.Reader
 	log       *zap.Logger
 	allow     IPAllowList // nil: disabled
+	// allowPrivateEvents: see ProvisionerConfig.AllowPrivateEvents.
+	allowPrivateEvents bool
 }
 
 // NewProvisioner returns a Provisioner; cfg.Repo is required.
@@ -74,7 +81,7 @@ func NewProvisioner(cfg ProvisionerConfig) (*Provisioner, error) {
 		return nil, errors.New("channel: provisioner: a repository is required")
 	}
 	p := &Provisioner{repo: cfg.Repo, resolver: cfg.Resolver, sipDomain: cfg.SIPDomain, rand: cfg.Rand, log: cfg.Logger,
-		allow: cfg.AllowList}
+		allow: cfg.AllowList, allowPrivateEvents: cfg.AllowPrivateEvents}
 	if p.resolver == nil {
 		p.resolver = &Resolver{}
 	}

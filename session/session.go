@@ -148,6 +148,11 @@ type Session struct {
 	UpdatedAt time.Time  `json:"updatedAt"`
 	EndedAt   *time.Time `json:"endedAt,omitempty"`
 	EndReason string     `json:"endReason,omitempty"`
+	// Connect is the stream token of the <Connect><Stream> last answered for
+	// the call: its claims, not the token (the same claims sign the same
+	// token, so a retried webhook gets the answer it missed). Its ID names
+	// the connect generation a <Connect action> callback is about.
+	Connect *Claims `json:"connect,omitempty"`
 
 	Timeline   []Event    `json:"timeline"`
 	Transcript []Turn     `json:"transcript"`

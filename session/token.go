@@ -68,12 +68,22 @@ func (t *Tokens) Issue(callSID, channelID, agentID string, now time.Time) (strin
 		AgentID:   agentID,
 		ExpiresAt: now.Add(t.ttl).Unix(),
 	}
+	token, err := t.Sign(c)
+	if err != nil {
+		return "", Claims{}, err
+	}
+	return token, c, nil
+}
+
+// Sign returns the token for claims c. Signing is deterministic: the claims
+// of an issued token sign that same token again.
+func (t *Tokens) Sign(c Claims) (string, error) {
 	payload, err := json.Marshal(c)
 	if err != nil {
-		return "", Claims{}, fmt.Errorf("stream token: encode: %w", err)
+		return "", fmt.Errorf("stream token: encode: %w", err)
 	}
 	p := base64.RawURLEncoding.EncodeToString(payload)
-	return p + "." + base64.RawURLEncoding.EncodeToString(t.mac(p)), c, nil
+	return p + "." + base64.RawURLEncoding.EncodeToString(t.mac(p)), nil
 }
 
 // Verify checks the token's signature, its expiry at now and that it was

@@ -173,30 +173,52 @@ func (h *Handler) decide(ctx context.Context, sid string, d decision) (*session.
 
 // connectEnded handles the <Connect action>: Twilio requests it when our
 // <Connect><Stream> ended, i.e. the websocket closed while the call is up.
-// A session still ours and not transferring (this pod drained, or the bridge
-// closed the socket without ending the call) gets a fresh <Connect><Stream>
-// so the caller is not dropped, at most MaxReconnects times per call; then,
-// or when the session is ended, transferred, transferring or unknown, the
-// answer is <Hangup/>. A store failure answers 500.
+// A session still ours and not transferring (the pod holding the stream
+// died, or the bridge closed the socket without ending the call) gets a
+// fresh <Connect><Stream> so the caller is not dropped, at most
+// MaxReconnects times per call; then, or when the session is ended,
+// transferred, transferring or unknown, the answer is <Hangup/>.
+//
+// Twilio requests the action once per <Connect>, after its stream ended, so
+// a callback about another connect generation than the session's current
+// one (the action URL's ConnectParam), or about another stream than the
+// session's (a StreamSid, when Twilio sends one), is stale: a replay, or a
+// duplicate of one already answered. It gets an empty <Response/> and the
+// session is not touched: no token is minted, the live stream is not
+// forgotten and no reconnect is counted. Twilio executes no answer to a
+// callback it did not make, so the empty document ends nothing. A store
+// failure answers 500.
 func (h *Handler) connectEnded(w http.ResponseWriter, r *http.Request) {
-	_, sid, ok := h.readForm(w, r)
+	form, sid, ok := h.readForm(w, r)
 	if !ok {
 		return
 	}
+	gen, streamSID := clip(r.URL.Query().Get(ConnectParam), 64), clip(form.Get("StreamSid"), 64)
 	log := h.log.With(zap.String("call_sid", sid))
+	if streamSID != "" {
+		log = log.With(zap.String("stream_sid", streamSID))
+	}
 	now := h.now()
 	ctx, cancel := context.WithTimeout(r.Context(), storeTimeout)
 	defer cancel()
 
+	var tokErr error
 	s, outcome, err := h.decide(ctx, sid, func(s *session.Session) (string, bool) {
+		tokErr = nil
 		switch n := countEvents(s, EventReconnect); {
 		case s.State.Terminal():
 			return "already_" + string(s.State), false
 		case s.State == session.Transferring:
 			return "transferring", false // the refer outcome decides
+		case staleConnect(s, gen, streamSID):
+			return outcomeStale, false
 		case n >= MaxReconnects:
 			s.End("reconnect_limit", now)
 			return "reconnect_limit", true
+		}
+		if err := h.newConnect(s, now); err != nil {
+			tokErr = err
+			return "stream_token", false
 		}
 		s.Record(now, EventReconnect, s.StreamSID)
 		s.StreamSID = "" // no stream is live until the new one starts
@@ -213,19 +235,43 @@ func (h *Handler) connectEnded(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	log = log.With(zap.String("channel_id", s.ChannelID))
-	if outcome != "reconnect" {
-		log.Info("connect ended", zap.String("reason", outcome))
-		writeTwiML(w, Hangup())
+	var doc string
+	switch {
+	case outcome == outcomeStale:
+		log.Warn("connect ended ignored", zap.String("reason", outcome), zap.String("state", string(s.State)),
+			zap.String("session_stream_sid", s.StreamSID))
+		writeTwiML(w, Empty())
 		return
+	case tokErr != nil:
+		log.Error("connect ended", zap.String("reason", outcome), zap.Error(tokErr))
+	case outcome != "reconnect":
+		log.Info("connect ended", zap.String("reason", outcome))
+	default:
+		if doc, err = h.connectStream(s); err != nil {
+			log.Error("connect ended", zap.String("reason", "stream_token"), zap.Error(err))
+		}
 	}
-	doc, err := h.connectStream(s, now)
-	if err != nil {
-		log.Error("connect ended", zap.String("reason", "stream_token"), zap.Error(err))
+	if doc == "" {
 		writeTwiML(w, Hangup())
 		return
 	}
 	log.Info("connect ended", zap.String("reason", outcome), zap.Int("attempt", countEvents(s, EventReconnect)))
 	writeTwiML(w, doc)
+}
+
+// outcomeStale is the outcome of a <Connect action> callback that does not
+// match what the session knows.
+const outcomeStale = "stale_callback"
+
+// staleConnect reports whether a <Connect action> callback about connect
+// generation gen and stream streamSID (either may be empty) is not about
+// the call's current <Connect>. A session stored without a generation (by an
+// earlier version) is judged by the stream alone.
+func staleConnect(s *session.Session, gen, streamSID string) bool {
+	if s.Connect != nil && gen != s.Connect.ID {
+		return true
+	}
+	return streamSID != "" && s.StreamSID != "" && streamSID != s.StreamSID
 }
 
 func countEvents(s *session.Session, typ string) int {

@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"reflect"
 	"strconv"
 	"testing"
 	"time"
@@ -146,11 +147,15 @@ func connectEnded(callSID string) url.Values {
 	return url.Values{"AccountSid": {"ACtest"}, "CallSid": {callSID}, "CallStatus": {"in-progress"}}
 }
 
+// Each reconnect is a new connect generation; Twilio posts the action of
+// the <Connect> it ran, so each callback follows the previous answer.
 func TestConnectEndedReconnectsUpToTheLimit(t *testing.T) {
 	x := newHarness(t, "https://host.example/", true)
-	x.streaming(t, "CA1", session.Streaming)
+	x.streaming(t, "CA1", session.Streaming) // a session of an earlier version: no generation
+	action := ConnectEndedPath
 	for i := 1; i <= MaxReconnects; i++ {
-		token := answeredToken(t, x.post(ConnectEndedPath, connectEnded("CA1")), "host.example")
+		var token string
+		token, action = answered(t, x.post(action, connectEnded("CA1")), "host.example")
 		c, err := x.tokens.Verify(token, "CA1", x.now)
 		if err != nil || c.ChannelID != testChannel || c.AgentID != testAgent {
 			t.Fatalf("reconnect %d: token %+v, %v", i, c, err)
@@ -158,6 +163,9 @@ func TestConnectEndedReconnectsUpToTheLimit(t *testing.T) {
 		s := x.sessions.get(t, "CA1")
 		if n := countEvents(s, EventReconnect); n != i || s.State != session.Streaming || s.StreamSID != "" {
 			t.Fatalf("reconnect %d: %d reconnect events, state %s, stream %q", i, n, s.State, s.StreamSID)
+		}
+		if s.Connect == nil || s.Connect.ID != c.ID {
+			t.Fatalf("reconnect %d: stored generation %+v, token %s", i, s.Connect, c.ID)
 		}
 		// The stream the reconnect replaced stops afterwards: the call goes on.
 		wantNoContent(t, x.post(StreamStatusPath, streamStatus("CA1", "stream-stopped", "MZ"+strconv.Itoa(i), "")))
@@ -168,10 +176,79 @@ func TestConnectEndedReconnectsUpToTheLimit(t *testing.T) {
 		x.sessions.byID["CA1"].StreamSID = "MZ" + strconv.Itoa(i+1) // the bridge took the new stream
 		x.sessions.mu.Unlock()
 	}
-	wantHangup(t, x.post(ConnectEndedPath, connectEnded("CA1")))
+	wantHangup(t, x.post(action, connectEnded("CA1")))
 	s := x.sessions.get(t, "CA1")
 	if s.State != session.Ended || s.EndReason != "reconnect_limit" {
 		t.Fatalf("after the limit: %s %q", s.State, s.EndReason)
+	}
+}
+
+// liveCall answers the voice webhook for callSID and lets the bridge take
+// the stream MZ1; it returns the <Connect action> path of the answer.
+func (x *harness) liveCall(t *testing.T, callSID string) string {
+	t.Helper()
+	_, action := answered(t, x.post(VoicePath, voiceParams(callSID)), "host.example")
+	x.sessions.mu.Lock()
+	s := x.sessions.byID[callSID]
+	s.State, s.PodID, s.StreamSID = session.Streaming, "pod-a", "MZ1"
+	x.sessions.mu.Unlock()
+	return action
+}
+
+// A connect-ended that contradicts what the session knows (issue 9: four
+// signed posts while the stream was live minted three tokens, then ended
+// the call with reconnect_limit) is stale: an empty <Response/>, no token,
+// no write, the live stream kept.
+func TestConnectEndedStaleLeavesLiveCall(t *testing.T) {
+	withStream := func(sid string) url.Values {
+		p := connectEnded("CA1")
+		p.Set("StreamSid", sid)
+		return p
+	}
+	tests := map[string]func(action string) (string, url.Values){
+		"no generation": func(string) (string, url.Values) { return ConnectEndedPath, connectEnded("CA1") },
+		"another generation": func(string) (string, url.Values) {
+			return ConnectEndedPath + "?connect=0badc0ffee", connectEnded("CA1")
+		},
+		"another stream":       func(a string) (string, url.Values) { return a, withStream("MZ0") },
+		"generation + garbage": func(a string) (string, url.Values) { return a + "x", connectEnded("CA1") },
+	}
+	for name, callback := range tests {
+		t.Run(name, func(t *testing.T) {
+			x := newHarness(t, "https://host.example", true)
+			path, params := callback(x.liveCall(t, "CA1"))
+			before := x.sessions.get(t, "CA1")
+			for range 4 {
+				wantEmpty(t, x.post(path, params))
+			}
+			after := x.sessions.get(t, "CA1")
+			if !reflect.DeepEqual(before, after) || x.sessions.writes.Load() != 0 {
+				t.Fatalf("session changed (%d writes):\n%+v\n%+v", x.sessions.writes.Load(), before, after)
+			}
+			if n := x.issuer.calls.Load(); n != 1 {
+				t.Fatalf("%d tokens issued, want only the webhook's", n)
+			}
+			if got := x.loggedReasons("CA1"); len(got) != 5 || got[4] != outcomeStale {
+				t.Errorf("logged %v", got)
+			}
+		})
+	}
+}
+
+// The callback of the current generation (the stream's pod died) reconnects
+// once; the same callback again is about a generation that is gone.
+func TestConnectEndedRepeatedReconnectsOnce(t *testing.T) {
+	x := newHarness(t, "https://host.example", true)
+	action := x.liveCall(t, "CA1")
+	params := connectEnded("CA1")
+	params.Set("StreamSid", "MZ1") // a variation Twilio may send: the same stream
+	answered(t, x.post(action, params), "host.example")
+	for range 3 {
+		wantEmpty(t, x.post(action, params))
+	}
+	s := x.sessions.get(t, "CA1")
+	if s.State != session.Streaming || countEvents(s, EventReconnect) != 1 || x.issuer.calls.Load() != 2 {
+		t.Fatalf("state %s, %d reconnects, %d tokens", s.State, countEvents(s, EventReconnect), x.issuer.calls.Load())
 	}
 }
 

@@ -92,6 +92,10 @@ func Refer(action, sipURI string) (string, error) {
 // Hangup returns `<Response><Hangup/></Response>`.
 func Hangup() string { return render(&element{name: "Hangup"}) }
 
+// Empty returns `<Response/>`: the answer to a callback that must change
+// nothing (a stale or replayed one).
+func Empty() string { return xmlHeader + "<Response/>" }
+
 func rejectDoc(reason string) string {
 	return render(&element{name: "Reject", attrs: []attr{{"reason", reason}}})
 }

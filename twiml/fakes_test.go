@@ -37,11 +37,15 @@ type rejection string
 func (r rejection) Error() string        { return "call rejected: " + string(r) }
 func (r rejection) RejectReason() string { return string(r) }
 
-// fakeIssuer issues with its function field and counts calls.
+// fakeIssuer issues with its function field and counts the tokens issued;
+// Sign re-signs with the real signer (sign).
 type fakeIssuer struct {
 	issue func(callSID, channelID, agentID string, now time.Time) (string, session.Claims, error)
+	sign  func(c session.Claims) (string, error)
 	calls atomic.Int32
 }
+
+func (f *fakeIssuer) Sign(c session.Claims) (string, error) { return f.sign(c) }
 
 func (f *fakeIssuer) Issue(callSID, channelID, agentID string, now time.Time) (string, session.Claims, error) {
 	f.calls.Add(1)
@@ -170,6 +174,7 @@ type harness struct {
 	tokens    *session.Tokens
 	issuer    *fakeIssuer
 	calls     *fakeCalls
+	answered  *Answered
 	logs      *observer.ObservedLogs
 }
 
@@ -205,17 +210,18 @@ func newHarness(t *testing.T, publicURL string, validate bool) *harness {
 		}},
 		sessions: newMemSessions(),
 		tokens:   toks,
-		issuer:   &fakeIssuer{issue: toks.Issue},
+		issuer:   &fakeIssuer{issue: toks.Issue, sign: toks.Sign},
 		calls:    &fakeCalls{active: func() int { return 0 }},
 		logs:     logs,
 	}
+	x.answered = NewAnswered(AnswerTimeout, func() time.Time { return x.now })
 	v, err := NewValidator(testAuthToken, publicURL, validate)
 	if err != nil {
 		t.Fatal(err)
 	}
 	h, err := NewHandler(
 		Config{PublicURL: publicURL, MaxCalls: maxCalls, Logger: zap.New(core), Now: func() time.Time { return x.now }},
-		Deps{Validator: v, Router: x.router, Sessions: x.sessions, Tokens: x.issuer, Calls: x.calls},
+		Deps{Validator: v, Router: x.router, Sessions: x.sessions, Tokens: x.issuer, Calls: x.calls, Answered: x.answered},
 	)
 	if err != nil {
 		t.Fatal(err)

@@ -74,9 +74,11 @@ type Sessions interface {
 	Session(ctx context.Context, callSID string) (*session.Session, error)
 }
 
-// TokenIssuer signs stream tokens (session.Tokens implements it).
+// TokenIssuer signs stream tokens (session.Tokens implements it). Sign must
+// be deterministic: the claims of an issued token sign that same token.
 type TokenIssuer interface {
 	Issue(callSID, channelID, agentID string, now time.Time) (string, session.Claims, error)
+	Sign(c session.Claims) (string, error)
 }
 
 // CallCounter reports this pod's live calls.
@@ -89,8 +91,9 @@ type Config struct {
 	// PublicURL is the public origin Twilio calls (PUBLIC_URL), with or
 	// without a trailing slash.
 	PublicURL string
-	// MaxCalls is this pod's concurrent-call limit; at the limit new calls
-	// get <Reject reason="busy"/>. Not positive means DefaultMaxCalls.
+	// MaxCalls is this pod's concurrent-call limit: open streams plus calls
+	// answered here whose stream has not started (Answered); at the limit
+	// new calls get <Reject reason="busy"/>. Not positive means DefaultMaxCalls.
 	MaxCalls int
 	// Logger receives one line per decision; nil means no logging.
 	Logger *zap.Logger
@@ -99,13 +102,17 @@ type Config struct {
 }
 
 // Deps are the Handler's collaborators. All are required except Calls (nil
-// counts no live calls).
+// counts no live calls) and Answered (nil: the handler keeps its own, and
+// calls stop counting only at AnswerTimeout).
 type Deps struct {
 	Validator *Validator
 	Router    Router
 	Sessions  Sessions
 	Tokens    TokenIssuer
 	Calls     CallCounter
+	// Answered counts the calls answered but not streaming yet; cmd wires
+	// its Started to the bridge's token claims.
+	Answered *Answered
 }
 
 // Handler serves the Twilio webhook endpoints.
@@ -119,6 +126,7 @@ type Handler struct {
 	sessions  Sessions
 	tokens    TokenIssuer
 	calls     CallCounter
+	answered  *Answered
 }
 
 // NewHandler returns the webhook handler. It fails on a bad PublicURL or a
@@ -134,7 +142,7 @@ func NewHandler(cfg Config, deps Deps) (*Handler, error) {
 	h := &Handler{
 		public: pu, maxCalls: cfg.MaxCalls, log: cfg.Logger, now: cfg.Now,
 		validator: deps.Validator, router: deps.Router, sessions: deps.Sessions,
-		tokens: deps.Tokens, calls: deps.Calls,
+		tokens: deps.Tokens, calls: deps.Calls, answered: deps.Answered,
 	}
 	if h.maxCalls <= 0 {
 		h.maxCalls = DefaultMaxCalls
@@ -147,6 +155,9 @@ func NewHandler(cfg Config, deps Deps) (*Handler, error) {
 	}
 	if h.calls == nil {
 		h.calls = noCalls{}
+	}
+	if h.answered == nil {
+		h.answered = NewAnswered(AnswerTimeout, h.now)
 	}
 	return h, nil
 }
@@ -210,15 +221,36 @@ func validCallSID(s string) bool {
 	return true
 }
 
-// connectStream answers a fresh <Connect><Stream> for the call with a new
-// stream token. The token goes only into the document, never into a log.
-func (h *Handler) connectStream(s *session.Session, now time.Time) (string, error) {
-	token, _, err := h.tokens.Issue(s.CallSID, s.ChannelID, s.AgentID, now)
+// ConnectParam is the query parameter of the <Connect action> URL naming the
+// connect generation (the id of the stream token answered with it). Twilio
+// signs the whole URL, so the value is as authentic as the callback's form.
+const ConnectParam = "connect"
+
+// newConnect issues the claims of a fresh <Connect><Stream> for s and makes
+// it the call's current connect generation (s.Connect). Only the claims are
+// kept; connectStream signs them.
+func (h *Handler) newConnect(s *session.Session, now time.Time) error {
+	_, c, err := h.tokens.Issue(s.CallSID, s.ChannelID, s.AgentID, now)
 	if err != nil {
-		return "", fmt.Errorf("twiml: issue stream token for %s: %w", s.CallSID, err)
+		return fmt.Errorf("twiml: issue stream token for %s: %w", s.CallSID, err)
 	}
-	return ConnectStream(h.public.join(ConnectEndedPath), h.public.streamURL(),
-		h.public.join(StreamStatusPath), map[string]string{"token": token})
+	s.Connect = &c
+	return nil
+}
+
+// connectStream answers the <Connect><Stream> of the call's current connect
+// generation: the same document, with the same token, every time it is
+// asked for. The token goes only into the document, never into a log.
+func (h *Handler) connectStream(s *session.Session) (string, error) {
+	if s.Connect == nil {
+		return "", fmt.Errorf("twiml: call %s has no current connect", s.CallSID)
+	}
+	token, err := h.tokens.Sign(*s.Connect)
+	if err != nil {
+		return "", fmt.Errorf("twiml: sign stream token for %s: %w", s.CallSID, err)
+	}
+	action := h.public.join(ConnectEndedPath) + "?" + url.Values{ConnectParam: {s.Connect.ID}}.Encode()
+	return ConnectStream(action, h.public.streamURL(), h.public.join(StreamStatusPath), map[string]string{"token": token})
 }
 
 func writeTwiML(w http.ResponseWriter, doc string) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"strings"
 
 	"go.uber.org/zap"
 
@@ -18,6 +19,11 @@ import (
 // and the answer reconnects the caller to the agent with a fresh one-time
 // token; the new stream, on any pod, restores the conversation from the
 // session and tells the model what happened.
+//
+// Only a transfer in flight is ended by its outcome: for a call that is not
+// transferring (a replayed or late callback) the answer is an empty
+// <Response/> and the session is left as it is; for an unknown call it is
+// <Hangup/> (there is nothing of ours to keep up).
 func (h *Handler) referStatus(w http.ResponseWriter, r *http.Request) {
 	form, sid, ok := h.readForm(w, r)
 	if !ok {
@@ -35,9 +41,11 @@ func (h *Handler) referStatus(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), storeTimeout)
 	defer cancel()
 
+	var tokErr error
 	s, outcome, err := h.decide(ctx, sid, func(s *session.Session) (string, bool) {
+		tokErr = nil
 		if s.State != session.Transferring {
-			return "not_transferring_" + string(s.State), false
+			return outcomeNotTransferring + string(s.State), false
 		}
 		if t := s.LastTransfer(); t != nil {
 			t.Status, t.ReferSIPCode, t.NotifySIPCode = status, referCode, notifyCode
@@ -56,6 +64,10 @@ func (h *Handler) referStatus(w http.ResponseWriter, r *http.Request) {
 			return "caller_hangup", true
 		}
 		s.Record(now, session.EventTransferFailed, describeRefer(status, referCode, notifyCode))
+		// The resume is a new connect generation: its token and action URL.
+		if tokErr = h.newConnect(s, now); tokErr != nil {
+			return "resume_failed", true // the outcome is recorded; the caller gets <Hangup/>
+		}
 		return "resume", true
 	})
 	switch {
@@ -69,12 +81,22 @@ func (h *Handler) referStatus(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	log = log.With(zap.String("channel_id", s.ChannelID))
+	if strings.HasPrefix(outcome, outcomeNotTransferring) {
+		log.Warn("refer status ignored", zap.String("reason", outcome))
+		writeTwiML(w, Empty())
+		return
+	}
+	if tokErr != nil {
+		log.Error("refer status", zap.String("reason", "stream_token"), zap.Error(tokErr))
+		writeTwiML(w, Hangup())
+		return
+	}
 	if outcome != "resume" {
 		log.Info("refer status", zap.String("reason", outcome))
 		writeTwiML(w, Hangup())
 		return
 	}
-	doc, err := h.connectStream(s, now)
+	doc, err := h.connectStream(s)
 	if err != nil {
 		log.Error("refer status", zap.String("reason", "stream_token"), zap.Error(err))
 		writeTwiML(w, Hangup())
@@ -83,6 +105,10 @@ func (h *Handler) referStatus(w http.ResponseWriter, r *http.Request) {
 	log.Info("refer status", zap.String("reason", "transfer_failed_resume"))
 	writeTwiML(w, doc)
 }
+
+// outcomeNotTransferring prefixes the outcome of a refer status for a call
+// that has no transfer in flight.
+const outcomeNotTransferring = "not_transferring_"
 
 // describeRefer is the timeline detail of a failed refer, e.g. "busy (REFER 202, NOTIFY 486)".
 func describeRefer(status, referCode, notifyCode string) string {

@@ -1,7 +1,10 @@
 package twiml
 
 import (
+	"net/http"
+	"net/http/httptest"
 	"net/url"
+	"reflect"
 	"testing"
 
 	"github.com/vivi/bridge/session"
@@ -81,19 +84,43 @@ func TestReferStatusCallerHungUp(t *testing.T) {
 	}
 }
 
+// A refer outcome for a call with no transfer in flight (a replay, or a late
+// duplicate) must not end the call: the answer is an empty <Response/>
+// (issue 9; it was <Hangup/>), nothing is written and no token is issued.
 func TestReferStatusNotTransferring(t *testing.T) {
-	for _, st := range []session.State{session.Streaming, session.Ended, session.Transferred} {
-		t.Run(string(st), func(t *testing.T) {
-			x := newHarness(t, "https://host.example", true)
-			x.streaming(t, "CA1", st)
-			wantHangup(t, x.post(ReferStatusPath, referStatus("CA1", "busy", "202", "486")))
-			if x.sessions.writes.Load() != 0 || x.issuer.calls.Load() != 0 {
-				t.Fatal("session written or token issued")
-			}
-		})
+	for _, st := range []session.State{session.Ringing, session.Streaming, session.Ended, session.Transferred} {
+		for _, status := range []string{"busy", "in-progress", "canceled"} {
+			t.Run(string(st)+"/"+status, func(t *testing.T) {
+				x := newHarness(t, "https://host.example", true)
+				x.streaming(t, "CA1", st)
+				before := x.sessions.get(t, "CA1")
+				wantEmpty(t, x.post(ReferStatusPath, referStatus("CA1", status, "202", "486")))
+				if x.sessions.writes.Load() != 0 || x.issuer.calls.Load() != 0 {
+					t.Fatal("session written or token issued")
+				}
+				if after := x.sessions.get(t, "CA1"); !reflect.DeepEqual(before, after) {
+					t.Fatalf("session changed:\n%+v\n%+v", before, after)
+				}
+				if got := x.loggedReasons("CA1"); len(got) != 1 || got[0] != "not_transferring_"+string(st) {
+					t.Errorf("logged %v", got)
+				}
+			})
+		}
 	}
 	t.Run("unknown call", func(t *testing.T) {
 		x := newHarness(t, "https://host.example", true)
 		wantHangup(t, x.post(ReferStatusPath, referStatus("CA9", "busy", "202", "486")))
 	})
+}
+
+// wantEmpty checks an answer is the empty document <Response/>.
+func wantEmpty(t *testing.T, w *httptest.ResponseRecorder) {
+	t.Helper()
+	if w.Code != http.StatusOK || w.Header().Get("Content-Type") != "text/xml" {
+		t.Fatalf("status %d, Content-Type %q", w.Code, w.Header().Get("Content-Type"))
+	}
+	root := mustParse(t, w.Body.String())
+	if root.Name != "Response" || len(root.Children) != 0 || root.Text != "" {
+		t.Fatalf("want an empty <Response/>, got %s", w.Body)
+	}
 }

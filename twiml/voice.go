@@ -3,6 +3,7 @@ package twiml
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/netip"
 	"net/url"
@@ -22,6 +23,7 @@ const (
 	reasonBusy            = "busy"
 	reasonStoreDown       = "store_unavailable"
 	reasonDuplicateCall   = "duplicate_call" // a session past ringing exists for the SID
+	reasonTokenExpired    = "token_expired"  // still ringing after the token's validity: the stream never came
 )
 
 // maxRecorded bounds From and To as stored on the session and logged.
@@ -55,10 +57,21 @@ func (h *Handler) voice(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	log = log.With(zap.String("source_ip", ip), zap.String("extension", ext))
-	if active := h.calls.ActiveCalls(); active >= h.maxCalls {
-		h.refuse(w, log, Busy, reasonBusy, zap.Int("active_calls", active), zap.Int("max_calls", h.maxCalls))
+	// The limit counts open streams and calls answered but not streaming
+	// yet; the place is taken atomically, so a burst cannot overshoot it.
+	active := h.calls.ActiveCalls()
+	place, ok, n := h.answered.reserve(sid, active, h.maxCalls)
+	if !ok {
+		h.refuse(w, log, Busy, reasonBusy, zap.Int("active_calls", active), zap.Int("answered_calls", n-active),
+			zap.Int("max_calls", h.maxCalls))
 		return
 	}
+	answered := false
+	defer func() {
+		if !answered {
+			h.answered.release(place, sid)
+		}
+	}()
 
 	ctx, cancel := context.WithTimeout(r.Context(), storeTimeout)
 	defer cancel()
@@ -78,20 +91,36 @@ func (h *Handler) voice(w http.ResponseWriter, r *http.Request) {
 	log = log.With(zap.String("channel_id", route.ChannelID))
 
 	s, retried, err := h.openSession(ctx, sid, route, form, ip, now)
+	if errors.Is(err, errStreamToken) {
+		log.Error("call refused", zap.String("reason", "stream_token"), zap.Error(err))
+		writeTwiML(w, rejectDoc(Busy))
+		return
+	}
 	if err != nil {
 		h.unavailable(w, log, err)
 		return
 	}
+	// A webhook for a call past ringing is a replay (Twilio's retries come
+	// before it has our answer, so before any stream): <Reject> answers the
+	// requester and changes nothing; Twilio does not execute it for the call.
 	if s.State != session.Ringing {
 		h.refuse(w, log, Rejected, reasonDuplicateCall, zap.String("state", string(s.State)))
 		return
 	}
-	doc, err := h.connectStream(s, now)
+	// A token past its expiry can connect nothing, and minting another would
+	// hand a replayer a fresh one: the call never streamed, so refuse.
+	if now.Unix() >= s.Connect.ExpiresAt {
+		h.refuse(w, log, Rejected, reasonTokenExpired)
+		return
+	}
+	doc, err := h.connectStream(s)
 	if err != nil {
 		log.Error("call refused", zap.String("reason", "stream_token"), zap.Error(err))
 		writeTwiML(w, rejectDoc(Busy))
 		return
 	}
+	h.answered.commit(place, sid, s.Connect.ID)
+	answered = true
 	reason := reasonAnswered
 	if retried {
 		reason = reasonWebhookRetry
@@ -100,12 +129,21 @@ func (h *Handler) voice(w http.ResponseWriter, r *http.Request) {
 	writeTwiML(w, doc)
 }
 
-// openSession stores a new ringing session for the call, or returns the
-// existing one when Twilio retried the webhook (retried is then true).
+// errStreamToken marks a failure to issue a stream token (not the store's).
+var errStreamToken = errors.New("stream token")
+
+// openSession stores a new ringing session for the call with its connect
+// generation, or returns the existing one when the webhook came again
+// (retried is then true). A repeated webhook answers the stored generation:
+// the same token, never a new one, so a replay mints nothing; a true retry
+// (Twilio never got our answer, so never used the token) still connects.
 func (h *Handler) openSession(ctx context.Context, sid string, route Route, form url.Values, ip string, now time.Time) (s *session.Session, retried bool, err error) {
 	s, err = h.sessions.Session(ctx, sid)
 	if err == nil {
-		return s, true, nil
+		if s.State == session.Ringing && s.Connect == nil {
+			s, err = h.adoptConnect(ctx, sid, now)
+		}
+		return s, true, err
 	}
 	if !errors.Is(err, session.ErrNotFound) {
 		return nil, false, err
@@ -114,6 +152,9 @@ func (h *Handler) openSession(ctx context.Context, sid string, route Route, form
 	s.From = clip(form.Get("From"), maxRecorded)
 	s.To = clip(form.Get("To"), maxRecorded)
 	s.SourceIP = ip
+	if err := h.newConnect(s, now); err != nil {
+		return nil, false, fmt.Errorf("%w: %w", errStreamToken, err)
+	}
 	if err := h.sessions.CreateSession(ctx, s); err != nil {
 		// A concurrent retry of the same webhook may have created it first;
 		// whatever the store's error for that, the session is then there.
@@ -123,6 +164,31 @@ func (h *Handler) openSession(ctx context.Context, sid string, route Route, form
 		return nil, false, err
 	}
 	return s, false, nil
+}
+
+// adoptConnect gives a ringing session stored without a connect generation
+// (by a pod of an earlier version) one, atomically: concurrent retries agree
+// on one token.
+func (h *Handler) adoptConnect(ctx context.Context, sid string, now time.Time) (*session.Session, error) {
+	var tokErr error
+	s, err := h.sessions.UpdateSession(ctx, sid, func(s *session.Session) error {
+		tokErr = nil
+		if s.State != session.Ringing || s.Connect != nil {
+			return errUnchanged
+		}
+		if err := h.newConnect(s, now); err != nil {
+			tokErr = err
+			return errUnchanged
+		}
+		return nil
+	})
+	switch {
+	case tokErr != nil:
+		return nil, fmt.Errorf("%w: %w", errStreamToken, tokErr)
+	case errors.Is(err, errUnchanged):
+		return h.sessions.Session(ctx, sid)
+	}
+	return s, err
 }
 
 // refuse answers <Reject reason=twimlReason/> and logs the decision once.

@@ -2,12 +2,15 @@ package twiml
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -18,6 +21,16 @@ import (
 // answeredToken checks an answer is the <Connect><Stream> for the harness's
 // public host and returns its stream token.
 func answeredToken(t *testing.T, w *httptest.ResponseRecorder, host string) string {
+	t.Helper()
+	token, _ := answered(t, w, host)
+	return token
+}
+
+// answered checks an answer is the <Connect><Stream> for the harness's
+// public host and returns its stream token and the path (with the query) of
+// its <Connect action>, where Twilio posts when the stream ends. The action
+// names the connect generation: the token's id.
+func answered(t *testing.T, w *httptest.ResponseRecorder, host string) (token, action string) {
 	t.Helper()
 	if w.Code != http.StatusOK || w.Header().Get("Content-Type") != "text/xml" {
 		t.Fatalf("status %d, Content-Type %q, body %s", w.Code, w.Header().Get("Content-Type"), w.Body)
@@ -32,8 +45,18 @@ func answeredToken(t *testing.T, w *httptest.ResponseRecorder, host string) stri
 		"url":            "wss://" + host + "/twilio/stream",
 		"statusCallback": "https://" + host + "/twilio/stream-status",
 	}
+	au, err := url.Parse(connect.Attrs["action"])
+	if err != nil {
+		t.Fatalf("action %q: %v", connect.Attrs["action"], err)
+	}
+	gen := au.Query().Get(ConnectParam)
+	if len(au.Query()) != 1 || gen == "" {
+		t.Errorf("action %q: want exactly the %s parameter", au, ConnectParam)
+	}
+	action = au.RequestURI()
+	au.RawQuery = ""
 	got := map[string]string{
-		"action": connect.Attrs["action"], "url": stream.Attrs["url"], "statusCallback": stream.Attrs["statusCallback"],
+		"action": au.String(), "url": stream.Attrs["url"], "statusCallback": stream.Attrs["statusCallback"],
 	}
 	for k := range want {
 		if got[k] != want[k] {
@@ -43,7 +66,16 @@ func answeredToken(t *testing.T, w *httptest.ResponseRecorder, host string) stri
 	if stream.Name != "Stream" || len(stream.Children) != 1 || stream.Children[0].Attrs["name"] != "token" {
 		t.Fatalf("want one token <Parameter>, got %s", dump(stream))
 	}
-	return stream.Children[0].Attrs["value"]
+	token = stream.Children[0].Attrs["value"]
+	if p, _, ok := strings.Cut(token, "."); ok {
+		if b, err := base64.RawURLEncoding.DecodeString(p); err == nil {
+			var c session.Claims
+			if json.Unmarshal(b, &c) == nil && c.ID != gen {
+				t.Errorf("action names generation %q, token is %q", gen, c.ID)
+			}
+		}
+	}
+	return token, action
 }
 
 func TestVoiceAnswersWithStream(t *testing.T) {
@@ -214,25 +246,43 @@ func TestVoiceSessionStoreFailures(t *testing.T) {
 	})
 }
 
-// A retried webhook answers again with a fresh token and keeps one session.
+// A repeated webhook for a ringing call answers the same document with the
+// same token (issue 9: it minted a new one-time token each time, so a
+// replay collected tokens); a true retry still connects with it. One
+// session, one token issued, and the session is not rewritten.
 func TestVoiceWebhookRetry(t *testing.T) {
 	x := newHarness(t, "https://host.example", true)
-	first := answeredToken(t, x.post(VoicePath, voiceParams("CA1")), "host.example")
-	x.now = x.now.Add(3 * time.Second)
-	second := answeredToken(t, x.post(VoicePath, voiceParams("CA1")), "host.example")
-	if first == second {
-		t.Fatal("retry answered the same token")
+	w := x.post(VoicePath, voiceParams("CA1"))
+	first := answeredToken(t, w, "host.example")
+	doc := w.Body.String()
+	stored := x.sessions.get(t, "CA1")
+	for i := range 3 {
+		x.now = x.now.Add(3 * time.Second)
+		w := x.post(VoicePath, voiceParams("CA1"))
+		if answeredToken(t, w, "host.example"); w.Body.String() != doc {
+			t.Fatalf("retry %d answered\n%s\nfirst answer\n%s", i, w.Body, doc)
+		}
 	}
-	c1, _ := x.tokens.Verify(first, "CA1", x.now)
-	c2, err := x.tokens.Verify(second, "CA1", x.now)
-	if err != nil || c1.ID == c2.ID {
-		t.Fatalf("second token %+v, %v", c2, err)
+	c, err := x.tokens.Verify(first, "CA1", x.now)
+	if err != nil || stored.Connect == nil || *stored.Connect != c {
+		t.Fatalf("token %+v %v, stored connect %+v", c, err, stored.Connect)
 	}
-	if x.sessions.count() != 1 || x.sessions.creates.Load() != 1 {
-		t.Fatalf("sessions %d, creates %d", x.sessions.count(), x.sessions.creates.Load())
+	if n := x.issuer.calls.Load(); n != 1 {
+		t.Fatalf("%d tokens issued for one ringing call", n)
 	}
-	if got := x.loggedReasons("CA1"); len(got) != 2 || got[1] != "webhook_retry" {
+	if x.sessions.count() != 1 || x.sessions.creates.Load() != 1 || x.sessions.writes.Load() != 0 {
+		t.Fatalf("sessions %d, creates %d, writes %d", x.sessions.count(), x.sessions.creates.Load(), x.sessions.writes.Load())
+	}
+	if got := x.loggedReasons("CA1"); len(got) != 4 || got[1] != "webhook_retry" || got[3] != "webhook_retry" {
 		t.Errorf("logged %v", got)
+	}
+
+	// Still ringing when the token has expired: the stream never came, and
+	// nothing new is minted.
+	x.now = x.now.Add(2 * time.Minute)
+	wantRejected(t, x.post(VoicePath, voiceParams("CA1")), Rejected)
+	if x.issuer.calls.Load() != 1 {
+		t.Fatal("a token was issued for an expired ringing call")
 	}
 
 	// Past ringing, a replay of the webhook is refused and changes nothing.
@@ -240,6 +290,38 @@ func TestVoiceWebhookRetry(t *testing.T) {
 	wantRejected(t, x.post(VoicePath, voiceParams("CA2")), Rejected)
 	if s := x.sessions.get(t, "CA2"); s.State != session.Streaming {
 		t.Fatalf("state %s", s.State)
+	}
+}
+
+// Concurrent deliveries of one webhook agree on one token, also for a
+// ringing session stored without a connect generation (by an earlier pod).
+func TestVoiceWebhookConcurrentRetries(t *testing.T) {
+	for name, legacy := range map[string]bool{"new call": false, "legacy ringing session": true} {
+		t.Run(name, func(t *testing.T) {
+			x := newHarness(t, "https://host.example", true)
+			if legacy {
+				x.sessions.put(session.New("CA1", testChannel, testAgent, x.now))
+			}
+			const n = 8
+			docs := make(chan string, n)
+			var wg sync.WaitGroup
+			for range n {
+				wg.Go(func() {
+					w := x.post(VoicePath, voiceParams("CA1"))
+					answeredToken(t, w, "host.example")
+					docs <- w.Body.String()
+				})
+			}
+			wg.Wait()
+			close(docs)
+			seen := map[string]bool{}
+			for d := range docs {
+				seen[d] = true
+			}
+			if len(seen) != 1 || x.sessions.count() != 1 {
+				t.Fatalf("%d different answers, %d sessions", len(seen), x.sessions.count())
+			}
+		})
 	}
 }
 

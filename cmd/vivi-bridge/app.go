@@ -44,7 +44,8 @@ type appDeps struct {
 // newApp wires the components of DESIGN.md section 3. base is the parent of
 // every call's context: cancelling it ends the calls (after draining).
 func newApp(base context.Context, c config, log *zap.Logger, d appDeps) (*app, error) {
-	sink := channel.NewEventSink(channel.EventSinkConfig{Channels: d.store, Logger: log.Named("events")})
+	sink := channel.NewEventSink(channel.EventSinkConfig{Channels: d.store, Logger: log.Named("events"),
+		AllowPrivate: c.EventsAllowPrivate})
 	st := storeAPI(eventingStore{d.store, sink})
 	podID := c.PodID
 	if podID == "" {
@@ -81,6 +82,7 @@ func newApp(base context.Context, c config, log *zap.Logger, d appDeps) (*app, e
 	}
 	prov, err := channel.NewProvisioner(channel.ProvisionerConfig{
 		Repo: st, Resolver: resolver, SIPDomain: c.SIPDomain, Logger: log.Named("channel"), AllowList: allow,
+		AllowPrivateEvents: c.EventsAllowPrivate,
 	})
 	if err != nil {
 		return nil, err
@@ -88,6 +90,10 @@ func newApp(base context.Context, c config, log *zap.Logger, d appDeps) (*app, e
 	xfer := transfer.New(transfer.Config{
 		PublicURL: c.PublicURL, Sessions: st, Targets: targets{st}, Calls: rest, Logger: log.Named("transfer"),
 	})
+	// Calls answered here count against MAX_CALLS until their stream starts
+	// here (the bridge claims the token, and counts the stream from then on)
+	// or twiml.AnswerTimeout passes.
+	answered := twiml.NewAnswered(twiml.AnswerTimeout, nil)
 	br, err := bridge.NewServer(bridge.Config{
 		PodID:         podID,
 		RealtimeURL:   c.RealtimeURL,
@@ -98,7 +104,7 @@ func newApp(base context.Context, c config, log *zap.Logger, d appDeps) (*app, e
 	}, bridge.Deps{
 		Sessions:   st,
 		Tokens:     tokens,
-		Claims:     st,
+		Claims:     startedClaims{st, answered},
 		Handshake:  validator,
 		Agents:     callAgents{st},
 		Calls:      rest,
@@ -113,6 +119,7 @@ func newApp(base context.Context, c config, log *zap.Logger, d appDeps) (*app, e
 		PublicURL: c.PublicURL, MaxCalls: c.MaxCalls, Logger: log.Named("twilio"),
 	}, twiml.Deps{
 		Validator: validator, Router: routes{channel.NewRouter(st)}, Sessions: st, Tokens: tokens, Calls: br,
+		Answered: answered,
 	})
 	if err != nil {
 		return nil, err
@@ -136,6 +143,18 @@ func newApp(base context.Context, c config, log *zap.Logger, d appDeps) (*app, e
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 
 	return &app{handler: mux, bridge: br, health: h, prov: prov, log: log, registry: reg}, nil
+}
+
+// startedClaims tells the answered-call count that a stream started on this
+// pod when the bridge claims its token.
+type startedClaims struct {
+	bridge.TokenClaimer
+	answered *twiml.Answered
+}
+
+func (c startedClaims) ClaimToken(ctx context.Context, id string, ttl time.Duration) (bool, error) {
+	c.answered.Started(id)
+	return c.TokenClaimer.ClaimToken(ctx, id, ttl)
 }
 
 // applyFile applies a YAML file of agents and channels (CONFIG_FILE, apply -f).

@@ -49,6 +49,7 @@ func apply(ctx context.Context, args []string, getenv func(string) string, stdou
 	}
 	prov, err := channel.NewProvisioner(channel.ProvisionerConfig{
 		Repo: st, Resolver: &channel.Resolver{}, SIPDomain: c.SIPDomain, Logger: log.Named("channel"), AllowList: allow,
+		AllowPrivateEvents: c.EventsAllowPrivate,
 	})
 	if err != nil {
 		return err

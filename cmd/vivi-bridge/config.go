@@ -34,6 +34,7 @@ type config struct {
 	AdminToken          string
 	MaxCalls            int
 	ModelPoolSize       int
+	EventsAllowPrivate  bool // EVENTS_ALLOW_PRIVATE: eventsUrl may name internal addresses
 	ShutdownGrace       time.Duration
 	SessionRetention    time.Duration
 	LogLevel, LogFormat string
@@ -94,6 +95,9 @@ func loadConfig(getenv func(string) string, serve bool) (config, error) {
 		}
 	}
 	var err error
+	if c.EventsAllowPrivate, err = parseBool(env("EVENTS_ALLOW_PRIVATE", "false")); err != nil {
+		return c, errConfig("EVENTS_ALLOW_PRIVATE: %v", err)
+	}
 	if c.ValidateSignatures, err = parseBool(env("TWILIO_VALIDATE_SIGNATURES", "true")); err != nil {
 		return c, errConfig("TWILIO_VALIDATE_SIGNATURES: %v", err)
 	}

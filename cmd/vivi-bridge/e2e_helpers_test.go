@@ -176,6 +176,7 @@ func (e *e2e) config(pod string) config {
 			"TWILIO_API_BASE_URL": e.tw.REST().URL(), "OPENAI_API_KEY": realtimetest.DefaultAPIKey,
 			"OPENAI_REALTIME_URL": e.model.URL(), "STREAM_TOKEN_SECRET": e2eSecret, "ADMIN_TOKEN": e2eAdmin,
 			"REDIS_PREFIX": e.prefix, "POD_NAME": pod, "SHUTDOWN_GRACE": "2s", "MAX_CALLS": "5",
+			"EVENTS_ALLOW_PRIVATE":  "true", // the events receiver is an httptest server on loopback
 			"TWILIO_SIP_DOMAIN_SID": e.domainSID,
 			"MODEL_POOL_SIZE":       "0", // streamAndModel takes the model connections in dial order
 		}[k]
