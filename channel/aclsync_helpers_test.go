@@ -15,8 +15,8 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
-	"github.com/vivi/bridge/internal/testwait"
 	"github.com/vivi/bridge/channel"
+	"github.com/vivi/bridge/internal/testwait"
 	"github.com/vivi/bridge/store"
 	"github.com/vivi/bridge/transfer"
 	"github.com/vivi/bridge/twiliotest"

@@ -105,12 +105,6 @@ func (r *receiver) wait(t *testing.T, n int) []received {
 	}
 }
 
-func (r *receiver) count() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return len(r.got)
-}
-
 // verifySignature checks the X-Vivi-Signature header independently of SignEvent.
 func verifySignature(t *testing.T, secret string, h http.Header, body []byte) {
 	t.Helper()

@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vivi/bridge/internal/testwait"
 	"github.com/vivi/bridge/channel"
+	"github.com/vivi/bridge/internal/testwait"
 	"github.com/vivi/bridge/session"
 )
 

@@ -12,9 +12,12 @@
 //
 // It is hand-written rather than github.com/valyala/fastjson: fastjson's
 // Parse does not check escapes or number grammar (a separate Validate pass
-// does), matches keys case-sensitively where encoding/json folds case, and
-// builds a value tree the hot path does not need; see the commit that made
-// this choice for the benchmark figures.
+// does), matches keys case-sensitively where encoding/json folds case (the
+// folding and the type checks would stay ours), and builds a value tree the
+// hot path does not need. Measured on a Twilio media frame with the checks
+// agreement needs, fastjson (Validate + Parse + Visit) took twice the time
+// of this scanner, both without allocating; the commit adding this note
+// has the figures.
 package jsonscan
 
 import (

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 // fields walks a top-level object and returns its string members (raw) and
@@ -210,7 +211,9 @@ func FuzzScanner(f *testing.F) {
 			t.Fatalf("scanner accepted %q, encoding/json: %v", b, err)
 		}
 		for k, v := range strs {
-			if plain[k] && full[k] != v {
+			// encoding/json turns invalid UTF-8 in a key into U+FFFD (the
+			// fast paths leave every non-ASCII key to it, see Fold).
+			if plain[k] && utf8.ValidString(k) && full[k] != v {
 				t.Fatalf("%q: plain %s = %q, encoding/json %q", b, k, v, full[k])
 			}
 		}
