@@ -37,6 +37,9 @@ type config struct {
 	SessionRetention    time.Duration
 	LogLevel, LogFormat string
 	PodID               string
+	// HTTP bounds the public server's connections (not an environment
+	// variable: the defaults suit every deployment; tests shorten them).
+	HTTP httpLimits
 }
 
 // configError is a missing or malformed variable: start-up stops with exit code 2.
@@ -80,6 +83,7 @@ func loadConfig(getenv func(string) string, serve bool) (config, error) {
 		LogLevel:           env("LOG_LEVEL", "info"),
 		LogFormat:          env("LOG_FORMAT", "json"),
 		PodID:              env("POD_NAME", ""),
+		HTTP:               defaultHTTPLimits,
 	}
 	if a := env("REDIS_ADDRS", ""); a != "" {
 		for _, s := range strings.Split(a, ",") {
