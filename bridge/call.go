@@ -161,7 +161,7 @@ func (c *call) run() {
 			f()
 		case <-startC:
 			c.reject(rejectNoStart, "media stream refused: no start message in time",
-				zap.Duration("timeout", c.cfg.StartTimeout))
+				zap.Float64("timeout_s", c.cfg.StartTimeout.Seconds()))
 		case <-c.hangup.timerC():
 			c.hangupNow("goodbye wait timed out")
 		case <-c.xferWait.timerC():
@@ -223,7 +223,7 @@ func (c *call) teardown() {
 	}
 	c.srv.metrics.ended.WithLabelValues(label).Inc()
 	c.log.Info("call ended", zap.String("reason", c.endReason), zap.Bool("transferred", c.transferOK),
-		zap.Duration("duration", c.now().Sub(c.startedAt)),
+		zap.Float64("duration_s", c.now().Sub(c.startedAt).Seconds()),
 		zap.Int("frames_in", c.framesIn), zap.Int("frames_out", c.framesOut),
 		zap.Int("redials", c.redials))
 }

@@ -157,7 +157,7 @@ func (c *call) accept(agent Agent, sess *session.Session) {
 		}
 	})
 	c.log.Info("call accepted", zap.String("agent_id", c.claims.AgentID), zap.String("model", c.modelName()),
-		zap.Bool("resumed", resumed), zap.Duration("setup", now.Sub(c.startedAt)))
+		zap.Bool("resumed", resumed), zap.Float64("setup_s", now.Sub(c.startedAt).Seconds()))
 	c.dialModel()
 }
 

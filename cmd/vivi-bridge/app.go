@@ -45,13 +45,14 @@ type appDeps struct {
 // every call's context: cancelling it ends the calls (after draining).
 func newApp(base context.Context, c config, log *zap.Logger, d appDeps) (*app, error) {
 	sink := channel.NewEventSink(channel.EventSinkConfig{Channels: d.store, Logger: log.Named("events")})
-	st := storeAPI(eventingStore{d.store, sink})
+	callsEnded := newCallsEnded()
+	st := storeAPI(eventingStore{d.store, sink, callsEnded})
 	podID := c.PodID
 	if podID == "" {
 		podID, _ = os.Hostname()
 	}
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), callsEnded)
 
 	tokens, err := session.NewTokens([]byte(c.StreamTokenSecret), streamTokenTTL)
 	if err != nil {

@@ -28,6 +28,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stder
 		return err
 	}
 	defer log.Sync()
+	setRedisLogger(log)
 	if !c.ValidateSignatures {
 		log.Warn("TWILIO_VALIDATE_SIGNATURES=false: Twilio signatures are NOT checked; anyone can drive this server. Use only for local experiments.")
 	}
@@ -88,7 +89,7 @@ func runServer(ctx context.Context, c config, log *zap.Logger, d appDeps, ln net
 	case <-ctx.Done():
 	}
 	a.health.draining.Store(true)
-	log.Info("draining", zap.Duration("grace", c.ShutdownGrace), zap.Int("calls", a.bridge.ActiveCalls()))
+	log.Info("draining", zap.Float64("grace_s", c.ShutdownGrace.Seconds()), zap.Int("calls", a.bridge.ActiveCalls()))
 	drainCtx, cancel := context.WithTimeout(context.Background(), c.ShutdownGrace)
 	defer cancel()
 	if err := a.bridge.Shutdown(drainCtx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
