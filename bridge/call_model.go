@@ -13,6 +13,7 @@ import (
 
 	"github.com/vivi/bridge/bridge/internal/jsonscan"
 	"github.com/vivi/bridge/bridge/realtime"
+	"github.com/vivi/bridge/internal/redact"
 	"github.com/vivi/bridge/session"
 )
 
@@ -145,8 +146,9 @@ func (c *call) onDialed(gen int, conn *realtime.Conn, err error) {
 		return
 	}
 	if err != nil {
-		c.log.Warn("model dial failed: ending the call", zap.Int("redials", c.redials), zap.Error(err))
-		c.record(session.EventModelError, "dial failed: "+clip(err.Error(), 300))
+		// A refused dial's error may carry the server's answer: remote text.
+		c.log.Warn("model dial failed: ending the call", zap.Int("redials", c.redials), zap.String("error", redact.Error(err)))
+		c.record(session.EventModelError, "dial failed: "+clip(redact.Error(err), 300))
 		c.end(ReasonModelDropped)
 		return
 	}
