@@ -217,12 +217,17 @@ func (c *call) teardown() {
 		c.log.Info("media stream closed", zap.String("outcome", c.endReason))
 		return
 	}
+	// A stream Twilio stops because of our transfer is a stream that ended,
+	// not a call: the call goes on to the REFER's outcome. Twilio often
+	// stops the stream before the REST update has even answered (the
+	// transfer is still in flight on the loop then), so that counts too.
 	label := c.endReason
-	if c.transferOK && (label == ReasonCallerHangup || label == ReasonTwilioDisconnected) {
+	inFlight := c.transfer && c.xferWait.started
+	if (c.transferOK || inFlight) && (label == ReasonCallerHangup || label == ReasonTwilioDisconnected) {
 		label = labelTransferred
 	}
 	c.srv.metrics.ended.WithLabelValues(label).Inc()
-	c.log.Info("call ended", zap.String("reason", c.endReason), zap.Bool("transferred", c.transferOK),
+	c.log.Info("call ended", zap.String("reason", c.endReason), zap.Bool("transferred", label == labelTransferred),
 		zap.Float64("duration_s", c.now().Sub(c.startedAt).Seconds()),
 		zap.Int("frames_in", c.framesIn), zap.Int("frames_out", c.framesOut),
 		zap.Int("redials", c.redials))
