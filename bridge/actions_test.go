@@ -164,7 +164,7 @@ func TestTransferTool(t *testing.T) {
 	call.Stop()
 	waitDone(t, "the model connection to close", mc.Done())
 	waitFor(t, "the call counted as transferred", func() bool {
-		return h.counter("vivi_bridge_calls_total", "reason", labelTransferred) == 1
+		return h.counter("vivi_bridge_streams_ended_total", "reason", labelTransferred) == 1
 	})
 }
 

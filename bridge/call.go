@@ -162,7 +162,7 @@ func (c *call) run() {
 			f()
 		case <-startC:
 			c.reject(rejectNoStart, "media stream refused: no start message in time",
-				zap.Duration("timeout", c.cfg.StartTimeout))
+				zap.Float64("timeout_s", c.cfg.StartTimeout.Seconds()))
 		case <-c.hangup.timerC():
 			c.hangupNow("goodbye wait timed out")
 		case <-c.xferWait.timerC():
@@ -218,13 +218,18 @@ func (c *call) teardown() {
 		c.log.Info("media stream closed", zap.String("outcome", c.endReason))
 		return
 	}
+	// A stream Twilio stops because of our transfer is a stream that ended,
+	// not a call: the call goes on to the REFER's outcome. Twilio often
+	// stops the stream before the REST update has even answered (the
+	// transfer is still in flight on the loop then), so that counts too.
 	label := c.endReason
-	if c.transferOK && (label == ReasonCallerHangup || label == ReasonTwilioDisconnected) {
+	inFlight := c.transfer && c.xferWait.started
+	if (c.transferOK || inFlight) && (label == ReasonCallerHangup || label == ReasonTwilioDisconnected) {
 		label = labelTransferred
 	}
 	c.srv.metrics.ended.WithLabelValues(label).Inc()
-	c.log.Info("call ended", zap.String("reason", c.endReason), zap.Bool("transferred", c.transferOK),
-		zap.Duration("duration", c.now().Sub(c.startedAt)),
+	c.log.Info("call ended", zap.String("reason", c.endReason), zap.Bool("transferred", label == labelTransferred),
+		zap.Float64("duration_s", c.now().Sub(c.startedAt).Seconds()),
 		zap.Int("frames_in", c.framesIn), zap.Int("frames_out", c.framesOut),
 		zap.Int("redials", c.redials))
 }

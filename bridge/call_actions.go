@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/vivi/bridge/bridge/realtime"
+	"github.com/vivi/bridge/internal/redact"
 	"github.com/vivi/bridge/session"
 )
 
@@ -252,7 +253,7 @@ func (c *call) onModelError(e *realtime.Error) {
 	switch {
 	case e.Code == realtime.CodeActiveResponse, e.Code == realtime.CodeCancelNotActive,
 		strings.Contains(e.Message, "already shorter"):
-		c.log.Debug("benign model race", zap.String("code", e.Code), zap.String("message", clip(e.Message, 200)))
+		c.log.Debug("benign model race", zap.String("code", e.Code), zap.String("message", clip(redact.Text(e.Message), 200)))
 	case e.Code == realtime.CodeSessionExpired:
 		c.log.Info("model session expired: re-dialling")
 		c.record(session.EventModelError, realtime.CodeSessionExpired)
@@ -261,8 +262,9 @@ func (c *call) onModelError(e *realtime.Error) {
 			c.redial()
 		}
 	default:
-		c.log.Warn("model error", zap.String("code", e.Code), zap.String("type", e.Type), zap.String("message", clip(e.Message, 300)))
-		c.record(session.EventModelError, clip(e.Code+": "+e.Message, 500))
+		// The model's text is remote: scrubbed of credentials before it is logged or stored.
+		c.log.Warn("model error", zap.String("code", clip(e.Code, 64)), zap.String("type", clip(e.Type, 64)), zap.String("message", clip(redact.Text(e.Message), 300)))
+		c.record(session.EventModelError, clip(redact.Text(e.Code+": "+e.Message), 500))
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 
 	"github.com/vivi/bridge/bridge/internal/jsonscan"
 	"github.com/vivi/bridge/bridge/realtime"
+	"github.com/vivi/bridge/internal/redact"
 	"github.com/vivi/bridge/session"
 )
 
@@ -84,8 +85,9 @@ func (c *call) onDialed(gen int, conn *realtime.Conn, first chan pooledRead, err
 		return
 	}
 	if err != nil {
-		c.log.Warn("model dial failed: ending the call", zap.Int("redials", c.redials), zap.Error(err))
-		c.record(session.EventModelError, "dial failed: "+clip(err.Error(), 300))
+		// A refused dial's error may carry the server's answer: remote text.
+		c.log.Warn("model dial failed: ending the call", zap.Int("redials", c.redials), zap.String("error", redact.Error(err)))
+		c.record(session.EventModelError, "dial failed: "+clip(redact.Error(err), 300))
 		c.end(ReasonModelDropped)
 		return
 	}

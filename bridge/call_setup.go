@@ -245,7 +245,7 @@ func (c *call) accept(r setupResult) {
 		})
 	}
 	c.log.Info("call accepted", zap.String("agent_id", c.claims.AgentID), zap.String("model", c.modelName()),
-		zap.Bool("resumed", r.resumed), zap.Duration("setup", now.Sub(c.startedAt)))
+		zap.Bool("resumed", r.resumed), zap.Float64("setup_s", now.Sub(c.startedAt).Seconds()))
 	c.dialModel()
 }
 

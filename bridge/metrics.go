@@ -10,7 +10,7 @@ import (
 // audio path touches are resolved once, so counting a frame is one atomic add.
 type metrics struct {
 	active    prometheus.Gauge
-	ended     *prometheus.CounterVec
+	ended     *prometheus.CounterVec // streams, not calls: vivi_calls_ended_total counts calls
 	rejected  *prometheus.CounterVec
 	framesIn  prometheus.Counter // Twilio -> model
 	framesOut prometheus.Counter // model -> Twilio
@@ -30,8 +30,9 @@ type metrics struct {
 	poolDialFailures prometheus.Counter
 }
 
-// labelTransferred counts, in calls_total, calls whose stream Twilio stopped
-// after a transfer was started (the refer outcome ends the session).
+// labelTransferred counts, in streams_ended_total, streams that Twilio
+// stopped to run a transfer's REFER: the call goes on (the refer outcome
+// ends it, or resumes it on a new stream), so it is not a call ending.
 const labelTransferred = "transferred"
 
 // Reasons a stream is refused before it becomes a call (metrics label).
@@ -61,8 +62,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Media streams open on this pod.",
 		}),
 		ended: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: "vivi", Subsystem: "bridge", Name: "calls_total",
-			Help: "Calls ended, by end reason.",
+			Namespace: "vivi", Subsystem: "bridge", Name: "streams_ended_total",
+			Help: "Media streams ended on this pod, by reason (transferred: stopped by Twilio for a transfer). Calls ended are vivi_calls_ended_total.",
 		}, []string{"reason"}),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "vivi", Subsystem: "bridge", Name: "streams_rejected_total",

@@ -91,8 +91,8 @@ func TestGreetingReachesTwilioInOrder(t *testing.T) {
 	<-mc.Done()
 	<-call.Done()
 	waitFor(t, "no active call", func() bool { return h.srv.ActiveCalls() == 0 })
-	if v := h.counter("vivi_bridge_calls_total", "reason", ReasonCallerHangup); v != 1 {
-		t.Fatalf("calls_total{caller_hangup} = %v", v)
+	if v := h.counter("vivi_bridge_streams_ended_total", "reason", ReasonCallerHangup); v != 1 {
+		t.Fatalf("streams_ended_total{caller_hangup} = %v", v)
 	}
 }
 

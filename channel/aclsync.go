@@ -159,7 +159,7 @@ func (s *ACLSync) Run(ctx context.Context) {
 		case ctx.Err() != nil:
 			return
 		case err != nil:
-			s.log.Warn("IP access control list sync failed; retrying", zap.Error(err), zap.Duration("retry_in", backoff))
+			s.log.Warn("IP access control list sync failed; retrying", zap.Error(err), zap.Float64("retry_in_s", backoff.Seconds()))
 			next, backoff = backoff, min(2*backoff, s.retryMax)
 		default:
 			backoff = s.retryMin

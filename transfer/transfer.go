@@ -8,6 +8,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/vivi/bridge/internal/redact"
 	"github.com/vivi/bridge/session"
 )
 
@@ -121,16 +122,19 @@ func (s *Service) Start(ctx context.Context, callSID, destination, via string) (
 	}
 	log.Info("transfer started", zap.String("refer_to", attempt.URI))
 	if rerr := s.cfg.Calls.UpdateTwiML(ctx, callSID, refer); rerr != nil {
-		attempt.Error = rerr.Error()
-		log.Error("transfer failed to start", zap.Error(rerr))
+		// Remote text: scrubbed before it is logged or stored (any
+		// CallUpdater, not only the Twilio client, which scrubs too).
+		msg := redact.Error(rerr)
+		attempt.Error = msg
+		log.Error("transfer failed to start", zap.String("error", msg))
 		_, uerr := s.cfg.Sessions.UpdateSession(context.WithoutCancel(ctx), callSID, func(ss *session.Session) error {
 			now := s.cfg.Now()
 			if t := ss.LastTransfer(); t != nil {
-				t.Error = rerr.Error()
+				t.Error = msg
 				c := now
 				t.CompletedAt = &c
 			}
-			ss.Record(now, session.EventTransferFailed, "rest: "+rerr.Error())
+			ss.Record(now, session.EventTransferFailed, "rest: "+msg)
 			if ss.State == session.Transferring {
 				return ss.Transition(session.Streaming, now)
 			}
@@ -139,7 +143,7 @@ func (s *Service) Start(ctx context.Context, callSID, destination, via string) (
 		if uerr != nil {
 			log.Error("record failed transfer", zap.Error(uerr))
 		}
-		return attempt, fmt.Errorf("%w: %v", ErrREST, rerr)
+		return attempt, fmt.Errorf("%w: %s", ErrREST, msg)
 	}
 	return attempt, nil
 }

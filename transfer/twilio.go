@@ -16,6 +16,8 @@ import (
 	twilio "github.com/twilio/twilio-go"
 	"github.com/twilio/twilio-go/client"
 	openapi "github.com/twilio/twilio-go/rest/api/v2010"
+
+	"github.com/vivi/bridge/internal/redact"
 )
 
 // DefaultAPIBaseURL is Twilio's REST API origin.
@@ -33,7 +35,8 @@ type TwilioConfig struct {
 
 // Twilio updates live calls through the Twilio REST API (twilio-go UpdateCall).
 type Twilio struct {
-	api *openapi.ApiService
+	api    *openapi.ApiService
+	redact *redact.Redactor // Twilio's answers may echo our request, auth included
 }
 
 // NewTwilio returns a REST client for live-call updates (see NewRESTClient).
@@ -42,7 +45,7 @@ func NewTwilio(cfg TwilioConfig) (*Twilio, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Twilio{api: rc.Api}, nil
+	return &Twilio{api: rc.Api, redact: redact.New(cfg.AuthToken)}, nil
 }
 
 // NewRESTClient returns a twilio-go client built the way this project needs
@@ -89,7 +92,7 @@ func (t *Twilio) Hangup(ctx context.Context, callSID string) error {
 	}
 	p := (&openapi.UpdateCallParams{}).SetStatus("completed")
 	if _, err := t.api.UpdateCall(callSID, p); err != nil {
-		return fmt.Errorf("twilio: hang up %s: %w", callSID, err)
+		return t.restError("hang up "+callSID, err)
 	}
 	return nil
 }
@@ -101,10 +104,27 @@ func (t *Twilio) UpdateTwiML(ctx context.Context, callSID, twiml string) error {
 	}
 	p := (&openapi.UpdateCallParams{}).SetTwiml(twiml)
 	if _, err := t.api.UpdateCall(callSID, p); err != nil {
-		return fmt.Errorf("twilio: update call %s: %w", callSID, err)
+		return t.restError("update call "+callSID, err)
 	}
 	return nil
 }
+
+// restError is a failed REST request whose text is safe to log and store:
+// Twilio's error body (or a proxy's, or a fake's) is remote text that may
+// echo the request's Authorization header, so its message is scrubbed and
+// clipped here, once, for every caller. errors.As still reaches twilio-go's
+// *client.TwilioRestError for its status and code.
+func (t *Twilio) restError(op string, err error) error {
+	return &scrubbedError{msg: "twilio: " + op + ": " + t.redact.Error(err), err: err}
+}
+
+type scrubbedError struct {
+	msg string
+	err error
+}
+
+func (e *scrubbedError) Error() string { return e.msg }
+func (e *scrubbedError) Unwrap() error { return e.err }
 
 // maxAnswer bounds a REST answer; Twilio's are small JSON documents.
 const maxAnswer = 1 << 20

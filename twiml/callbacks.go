@@ -7,6 +7,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/vivi/bridge/internal/redact"
 	"github.com/vivi/bridge/session"
 )
 
@@ -47,7 +48,7 @@ func (h *Handler) streamStatus(w http.ResponseWriter, r *http.Request) {
 	case "stream-stopped":
 		endReason = "stream_stopped"
 	case "stream-error":
-		endReason = "stream_error:" + clip(form.Get("StreamError"), maxStreamError)
+		endReason = "stream_error:" + clip(redact.Text(form.Get("StreamError")), maxStreamError) // remote text
 	default:
 		log.Debug("stream status ignored", zap.String("reason", "unknown_event"))
 		w.WriteHeader(http.StatusNoContent)

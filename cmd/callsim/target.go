@@ -78,7 +78,6 @@ func spawnBridge(ctx context.Context, sc spawnConfig) (*target, error) {
 		"TWILIO_API_BASE_URL=" + sc.restURL,
 		"OPENAI_API_KEY=" + sc.apiKey,
 		"OPENAI_REALTIME_URL=" + sc.modelURL,
-		"OPENAI_BASE_URL=" + sc.restURL + "/openai/v1", // loopback: nothing leaves the machine
 		"STREAM_TOKEN_SECRET=" + randomSecret(),
 		"CONFIG_FILE=" + cfgFile,
 		"MAX_CALLS=" + strconv.Itoa(sc.maxCalls),

@@ -46,13 +46,14 @@ type appDeps struct {
 func newApp(base context.Context, c config, log *zap.Logger, d appDeps) (*app, error) {
 	sink := channel.NewEventSink(channel.EventSinkConfig{Channels: d.store, Logger: log.Named("events"),
 		AllowPrivate: c.EventsAllowPrivate})
-	st := storeAPI(eventingStore{d.store, sink})
+	callsEnded := newCallsEnded()
+	st := storeAPI(eventingStore{d.store, sink, callsEnded})
 	podID := c.PodID
 	if podID == "" {
 		podID, _ = os.Hostname()
 	}
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), callsEnded)
 
 	tokens, err := session.NewTokens([]byte(c.StreamTokenSecret), streamTokenTTL)
 	if err != nil {

@@ -34,6 +34,7 @@ func apply(ctx context.Context, args []string, getenv func(string) string, stdou
 	if err != nil {
 		return err
 	}
+	setRedisLogger(log)
 	st, closeStore, err := openStore(ctx, c)
 	if err != nil {
 		return err

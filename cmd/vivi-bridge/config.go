@@ -26,8 +26,6 @@ type config struct {
 	OpenAIAPIKey        string
 	RealtimeURL         string
 	RealtimeModel       string
-	OpenAIBaseURL       string
-	SummaryModel        string
 	PprofAddr           string
 	SIPDomain           string
 	StreamTokenSecret   string
@@ -39,6 +37,9 @@ type config struct {
 	SessionRetention    time.Duration
 	LogLevel, LogFormat string
 	PodID               string
+	// HTTP bounds the public server's connections (not an environment
+	// variable: the defaults suit every deployment; tests shorten them).
+	HTTP httpLimits
 }
 
 // maxModelPool bounds MODEL_POOL_SIZE: every pooled connection is an open
@@ -77,8 +78,6 @@ func loadConfig(getenv func(string) string, serve bool) (config, error) {
 		OpenAIAPIKey:       env("OPENAI_API_KEY", ""),
 		RealtimeURL:        env("OPENAI_REALTIME_URL", "wss://api.openai.com/v1/realtime"),
 		RealtimeModel:      env("OPENAI_REALTIME_MODEL", "gpt-realtime"),
-		OpenAIBaseURL:      env("OPENAI_BASE_URL", "https://api.openai.com/v1"),
-		SummaryModel:       env("OPENAI_SUMMARY_MODEL", "gpt-4o-mini"),
 		PprofAddr:          env("PPROF_ADDR", ""),
 		SIPDomain:          env("SIP_DOMAIN", "vivi.sip.twilio.com"),
 		StreamTokenSecret:  getenv("STREAM_TOKEN_SECRET"),
@@ -86,6 +85,7 @@ func loadConfig(getenv func(string) string, serve bool) (config, error) {
 		LogLevel:           env("LOG_LEVEL", "info"),
 		LogFormat:          env("LOG_FORMAT", "json"),
 		PodID:              env("POD_NAME", ""),
+		HTTP:               defaultHTTPLimits,
 	}
 	if a := env("REDIS_ADDRS", ""); a != "" {
 		for _, s := range strings.Split(a, ",") {
@@ -126,7 +126,7 @@ func loadConfig(getenv func(string) string, serve bool) (config, error) {
 	if c.RedisURL != "" {
 		u, err := url.Parse(c.RedisURL)
 		if err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") {
-			return c, errConfig("REDIS_URL: want redis:// or rediss://, got %q", redact(c.RedisURL))
+			return c, errConfig("REDIS_URL: want redis:// or rediss://, got %q", redactURL(c.RedisURL))
 		}
 	}
 	if err := checkURL("TWILIO_API_BASE_URL", c.TwilioAPIBaseURL, "https", "http"); err != nil {
@@ -180,8 +180,8 @@ func checkURL(name, raw string, schemes ...string) error {
 	return errConfig("%s: want a %s:// URL, got %q", name, schemes[0], raw)
 }
 
-// redact hides a password in a URL for error messages.
-func redact(raw string) string {
+// redactURL hides a password in a URL for error messages.
+func redactURL(raw string) string {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return "(unparseable)"

@@ -28,6 +28,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stder
 		return err
 	}
 	defer log.Sync()
+	setRedisLogger(log)
 	if !c.ValidateSignatures {
 		log.Warn("TWILIO_VALIDATE_SIGNATURES=false: Twilio signatures are NOT checked; anyone can drive this server. Use only for local experiments.")
 	}
@@ -76,11 +77,7 @@ func runServer(ctx context.Context, c config, log *zap.Logger, d appDeps, ln net
 		defer ps.Close()
 		log.Info("pprof listening", zap.String("addr", pln.Addr().String()))
 	}
-	srv := &http.Server{
-		Handler:           a.handler,
-		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          zap.NewStdLog(log.Named("http")),
-	}
+	srv := newHTTPServer(c.HTTP, a.handler, log)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	log.Info("vivi-bridge serving", zap.String("addr", ln.Addr().String()), zap.String("public_url", c.PublicURL),
@@ -92,7 +89,7 @@ func runServer(ctx context.Context, c config, log *zap.Logger, d appDeps, ln net
 	case <-ctx.Done():
 	}
 	a.health.draining.Store(true)
-	log.Info("draining", zap.Duration("grace", c.ShutdownGrace), zap.Int("calls", a.bridge.ActiveCalls()))
+	log.Info("draining", zap.Float64("grace_s", c.ShutdownGrace.Seconds()), zap.Int("calls", a.bridge.ActiveCalls()))
 	drainCtx, cancel := context.WithTimeout(context.Background(), c.ShutdownGrace)
 	defer cancel()
 	if err := a.bridge.Shutdown(drainCtx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
@@ -106,4 +103,44 @@ func runServer(ctx context.Context, c config, log *zap.Logger, d appDeps, ln net
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// httpLimits bound what one HTTP client can make the server hold: a
+// connection, a goroutine and buffers. A body dripped a byte at a time ends
+// at ReadTimeout, a client that reads its answer slowly at WriteTimeout, an
+// idle keep-alive connection at IdleTimeout.
+//
+// The media stream is not cut by them: net/http clears both deadlines of a
+// connection when it is hijacked (Hijack calls SetDeadline(time.Time{}),
+// checked against Go 1.26's net/http), and from then on the bridge owns them
+// (the Twilio reader's idle deadline, a deadline on every write), so a call
+// lasts as long as it needs to. TestServeStreamOutlivesHTTPTimeouts guards it.
+type httpLimits struct {
+	ReadHeaderTimeout time.Duration
+	ReadTimeout       time.Duration // headers and body of one request
+	WriteTimeout      time.Duration // from the end of the headers to the end of the answer
+	IdleTimeout       time.Duration // between two requests on a keep-alive connection
+	MaxHeaderBytes    int
+}
+
+// defaultHTTPLimits are generous for Twilio's webhooks (a few KB, sent at
+// once) and the admin API (bodies of at most channel.MaxRequestBody).
+var defaultHTTPLimits = httpLimits{
+	ReadHeaderTimeout: 10 * time.Second,
+	ReadTimeout:       30 * time.Second,
+	WriteTimeout:      30 * time.Second,
+	IdleTimeout:       60 * time.Second,
+	MaxHeaderBytes:    64 << 10, // Twilio's headers are well under 8 KB; net/http's default is 1 MB
+}
+
+func newHTTPServer(l httpLimits, h http.Handler, log *zap.Logger) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: l.ReadHeaderTimeout,
+		ReadTimeout:       l.ReadTimeout,
+		WriteTimeout:      l.WriteTimeout,
+		IdleTimeout:       l.IdleTimeout,
+		MaxHeaderBytes:    l.MaxHeaderBytes,
+		ErrorLog:          zap.NewStdLog(log.Named("http")),
+	}
 }

@@ -22,7 +22,7 @@ func newLogger(c config, w io.Writer) (*zap.Logger, error) {
 	ec := zap.NewProductionEncoderConfig()
 	ec.TimeKey = "ts"
 	ec.EncodeTime = zapcore.ISO8601TimeEncoder
-	ec.EncodeDuration = zapcore.StringDurationEncoder
+	ec.EncodeDuration = zapcore.SecondsDurationEncoder // numbers; our fields are *_s floats anyway
 	var enc zapcore.Encoder
 	if c.LogFormat == "console" {
 		ec.EncodeLevel = zapcore.CapitalColorLevelEncoder
