@@ -20,8 +20,11 @@ type fakeOwner struct {
 	got chan string
 }
 
-func (f *fakeOwner) TransferCall(sid, dest string) error { f.got <- "transfer " + sid + " " + dest; return f.err }
-func (f *fakeOwner) HangupCall(sid string) error         { f.got <- "hangup " + sid; return f.err }
+func (f *fakeOwner) TransferCall(sid, dest string) error {
+	f.got <- "transfer " + sid + " " + dest
+	return f.err
+}
+func (f *fakeOwner) HangupCall(sid string) error { f.got <- "hangup " + sid; return f.err }
 
 // failHanger is a REST client that must not be used.
 type failHanger struct{ t *testing.T }
