@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"testing"
 	"time"
@@ -81,4 +82,30 @@ func TestOperatorCommandReplies(t *testing.T) {
 			}
 		})
 	}
+}
+
+// FuzzPodCommand: whatever arrives on a pod's command topic, the listener
+// neither crashes nor acts on anything but a well-formed transfer or hangup,
+// and it replies only where the command asks.
+func FuzzPodCommand(f *testing.F) {
+	for _, s := range []string{
+		`{"op":"hangup","callSid":"CA1","replyTo":"reply:1"}`,
+		`{"op":"transfer","callSid":"CA1","destination":"Billing","replyTo":"reply:2"}`,
+		`{"op":"reboot","callSid":"CA1"}`, `{"op":1}`, `null`, `[]`, ``, `{"op":"hangup"`,
+	} {
+		f.Add([]byte(s))
+	}
+	st := store.NewMemory(store.Options{})
+	owner := &fakeOwner{got: make(chan string, 1)}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		runCommand(context.Background(), st, owner, b, zap.NewNop())
+		select {
+		case got := <-owner.got:
+			var cmd podCommand
+			if err := json.Unmarshal(b, &cmd); err != nil || (cmd.Op != "transfer" && cmd.Op != "hangup") {
+				t.Fatalf("acted on %q: %s", b, got)
+			}
+		default:
+		}
+	})
 }
