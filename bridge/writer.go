@@ -184,7 +184,7 @@ func (w *sessionWriter) run() {
 		switch {
 		case err == nil:
 			if delay > 0 {
-				w.log.Info("session updates written after the store recovered", zap.Duration("failing_for", time.Since(failingSince)))
+				w.log.Info("session updates written after the store recovered", zap.Float64("failing_for_s", time.Since(failingSince).Seconds()))
 			}
 			delay = 0
 			if final {
@@ -209,7 +209,7 @@ func (w *sessionWriter) run() {
 		w.putBack(batch)
 		if final && time.Since(failingSince) > writerFinalBudget {
 			w.log.Error("session update given up: the store kept failing after the call ended",
-				zap.Duration("failing_for", time.Since(failingSince)), zap.Error(err))
+				zap.Float64("failing_for_s", time.Since(failingSince).Seconds()), zap.Error(err))
 			return
 		}
 		t := time.NewTimer(delay)
