@@ -257,7 +257,7 @@ func (c *call) record(typ, detail string) {
 		return
 	}
 	now := c.now()
-	c.writer.push(func(s *session.Session) { s.Record(now, typ, detail) })
+	c.writer.event(now, typ, detail)
 }
 
 // anomaly logs odd input once in a while (the first few, then every

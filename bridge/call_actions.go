@@ -279,7 +279,7 @@ func (c *call) addTurn(role, text string) {
 	if n := len(c.transcript); n > session.MaxTranscriptTurns {
 		c.transcript = slices.Delete(c.transcript, 0, n-session.MaxTranscriptTurns)
 	}
-	c.writer.push(func(s *session.Session) { s.AddTurn(now, role, text) })
+	c.writer.turn(now, role, text)
 }
 
 // speechWait is an action (end_call's hang-up, a transfer) waiting for the

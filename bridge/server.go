@@ -267,23 +267,36 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c.run()
 }
 
+// Errors of operator requests (TransferCall, HangupCall).
+var (
+	// ErrCallNotHere: this server holds no stream of the call.
+	ErrCallNotHere = errors.New("bridge: the call's stream is not on this pod")
+	// ErrCallNotLive: the call is here but not live (setting up or ending).
+	ErrCallNotLive = errors.New("bridge: the call is not live")
+	// ErrCallBusy: the call loop did not take the request in time.
+	ErrCallBusy = errors.New("bridge: the call did not take the request in time")
+)
+
 // TransferCall asks the call with callSID, when this server holds its
 // stream, to transfer to the agent's destination called name once the
-// agent's current speech has played (an operator's request). It reports
-// whether the call is here.
-func (s *Server) TransferCall(callSID, name string) bool {
+// agent's current speech has played (an operator's request). nil means the
+// call loop took the request; otherwise ErrCallNotHere, ErrCallNotLive or
+// ErrCallBusy, and nothing was done.
+func (s *Server) TransferCall(callSID, name string) error {
 	return s.deliver(callSID, func(c *call) { c.operatorTransfer(name) })
 }
 
 // HangupCall ends the call with callSID at once, when this server holds its
-// stream (an operator's request). It reports whether the call is here.
-func (s *Server) HangupCall(callSID string) bool {
+// stream (an operator's request). Errors as TransferCall's.
+func (s *Server) HangupCall(callSID string) error {
 	return s.deliver(callSID, (*call).operatorHangup)
 }
 
-// deliver runs f on the loop of the call with callSID. The call loop is the
-// only owner of a call's state, so operator requests go through it.
-func (s *Server) deliver(callSID string, f func(*call)) bool {
+// deliver runs f on the loop of the call with callSID and returns once the
+// loop has run it (or found the call not live, and not run it). The call
+// loop is the only owner of a call's state, so operator requests go
+// through it.
+func (s *Server) deliver(callSID string, f func(*call)) error {
 	var target *call
 	s.mu.Lock()
 	for c := range s.calls {
@@ -294,18 +307,38 @@ func (s *Server) deliver(callSID string, f func(*call)) bool {
 	}
 	s.mu.Unlock()
 	if target == nil {
-		return false
+		return ErrCallNotHere
 	}
+	ran := make(chan error, 1) // the loop never blocks on the answer
 	t := time.NewTimer(deliverTimeout)
 	defer t.Stop()
 	select {
-	case target.results <- func() { f(target) }:
-		return true
+	case target.results <- func() {
+		if target.phase != live {
+			ran <- ErrCallNotLive
+			return
+		}
+		f(target)
+		ran <- nil
+	}:
 	case <-target.done:
+		return ErrCallNotLive
 	case <-t.C:
 		s.log.Warn("operator request not delivered: call loop busy", zap.String("call_sid", callSID))
+		return ErrCallBusy
 	}
-	return false
+	// The loop has taken the func and runs it next; wait for its verdict.
+	select {
+	case err := <-ran:
+		return err
+	case <-target.done:
+		select { // it may have run just before the loop ended
+		case err := <-ran:
+			return err
+		default:
+			return ErrCallNotLive
+		}
+	}
 }
 
 // deliverTimeout bounds the hand-over of an operator request to a call loop.

@@ -40,6 +40,7 @@ func (a *API) getAgent(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
+	w.Header().Set("ETag", ETag(out))
 	writeJSON(w, http.StatusOK, out)
 }
 
@@ -50,11 +51,12 @@ func (a *API) putAgent(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	out, created, err := a.prov.PutAgent(r.Context(), r.PathValue("id"), in)
+	out, created, err := a.prov.PutAgentIf(r.Context(), r.PathValue("id"), ifMatch(r), in)
 	if err != nil {
 		a.fail(w, r, err)
 		return
 	}
+	w.Header().Set("ETag", ETag(out))
 	status := http.StatusOK
 	if created {
 		status = http.StatusCreated

@@ -99,6 +99,10 @@ func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
 		WriteError(w, http.StatusConflict, CodeChannelConflict, conflictMessage(err))
 	case errors.Is(err, ErrExists):
 		WriteError(w, http.StatusConflict, "already_exists", err.Error())
+	case errors.Is(err, ErrStale):
+		WriteError(w, http.StatusConflict, "conflict", "changed by another request meanwhile; nothing was written: read it again and retry")
+	case errors.Is(err, ErrPreconditionFailed):
+		WriteError(w, http.StatusPreconditionFailed, "precondition_failed", "If-Match does not name the current version; nothing was written")
 	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
 		// The client went away; nobody reads the answer.
 	default:

@@ -28,6 +28,15 @@ var (
 	ErrCallNotLive = errors.New("call is not live")
 	// ErrUnknownDestination: the name is not one of the call's agent's destinations.
 	ErrUnknownDestination = errors.New("unknown transfer destination")
+	// ErrNoOwner: no pod answered for the call's stream (it died, or no
+	// longer holds the stream); nothing was done.
+	ErrNoOwner = errors.New("no pod holds the call")
+	// ErrCallBusy: the owning pod answered but its call did not take the
+	// command in time; nothing was done.
+	ErrCallBusy = errors.New("the call did not take the command in time")
+	// ErrHangupFailed: with no live owner, the hang-up through the Twilio
+	// REST API failed too.
+	ErrHangupFailed = errors.New("hang-up through the Twilio REST API failed")
 )
 
 // defaultCallsLimit and maxCallsLimit bound GET /v1/calls.
@@ -39,8 +48,12 @@ const (
 // RegisterCalls adds the call endpoints to mux, behind Authorize:
 // GET /v1/calls?state=active|ended&limit=N, GET /v1/calls/{callSid},
 // POST /v1/calls/{callSid}/transfer {"destination": name} and
-// POST /v1/calls/{callSid}/hangup (both 202: the owning pod acts and
-// records the outcome on the session).
+// POST /v1/calls/{callSid}/hangup. Both answer 202 only once the owning pod
+// acknowledged the command (its outcome then lands on the session); a
+// hang-up whose owner does not answer is done through the Twilio REST API
+// (202 if that worked). Otherwise an error and nothing done: 409
+// call_not_live, 503 no_owner or call_busy, 422 unknown_destination, 502
+// hangup_failed.
 func (a *API) RegisterCalls(mux *http.ServeMux, calls CallStore, cmd CallCommander) {
 	c := &callsAPI{api: a, calls: calls, cmd: cmd}
 	mux.Handle("GET /v1/calls", a.Authorize(http.HandlerFunc(c.list)))
@@ -131,6 +144,12 @@ func (c *callsAPI) fail(w http.ResponseWriter, r *http.Request, err error) {
 		WriteError(w, http.StatusConflict, "call_not_live", err.Error())
 	case errors.Is(err, ErrUnknownDestination):
 		WriteError(w, http.StatusUnprocessableEntity, "unknown_destination", err.Error())
+	case errors.Is(err, ErrNoOwner):
+		WriteError(w, http.StatusServiceUnavailable, "no_owner", "no pod holds the call's stream; nothing was done")
+	case errors.Is(err, ErrCallBusy):
+		WriteError(w, http.StatusServiceUnavailable, "call_busy", "the call did not take the command in time; nothing was done")
+	case errors.Is(err, ErrHangupFailed):
+		WriteError(w, http.StatusBadGateway, "hangup_failed", "no pod holds the call's stream and the hang-up through Twilio failed")
 	default:
 		c.api.fail(w, r, err)
 	}

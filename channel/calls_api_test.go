@@ -86,8 +86,15 @@ func TestCallsCommands(t *testing.T) {
 		},
 		hangup: func(_ context.Context, sid string) error {
 			got = append(got, "hangup "+sid)
-			if sid == "CA404" {
+			switch sid {
+			case "CA404":
 				return session.ErrNotFound
+			case "CAgone":
+				return channel.ErrNoOwner
+			case "CAbusy":
+				return channel.ErrCallBusy
+			case "CArest":
+				return channel.ErrHangupFailed
 			}
 			return nil
 		},
@@ -107,6 +114,14 @@ func TestCallsCommands(t *testing.T) {
 	}
 	status, body = e.do("POST", "/v1/calls/CA404/hangup", nil)
 	wantError(t, status, body, 404, "not_found")
+	for sid, want := range map[string]struct {
+		status int
+		code   string
+	}{"CAgone": {503, "no_owner"}, "CAbusy": {503, "call_busy"}, "CArest": {502, "hangup_failed"}} {
+		status, body = e.do("POST", "/v1/calls/"+sid+"/hangup", nil)
+		wantError(t, status, body, want.status, want.code)
+		got = got[:len(got)-1]
+	}
 	want := []string{"transfer CA1 Front Desk", "transfer CA1 +19005550000", "transfer CA2 Front Desk", "hangup CA1", "hangup CA404"}
 	if len(got) != len(want) {
 		t.Fatalf("commands %q, want %q", got, want)

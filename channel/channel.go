@@ -114,6 +114,11 @@ var (
 	ErrNotFound = errors.New("not found")
 	ErrConflict = errors.New("channel conflict")
 	ErrExists   = errors.New("already exists")
+	// ErrStale: the record changed between the read and the write of a
+	// check-and-set (SaveChannelIf, SaveAgentIf); nothing was written.
+	ErrStale = errors.New("changed by another request")
+	// ErrPreconditionFailed: an If-Match did not name the current version.
+	ErrPreconditionFailed = errors.New("precondition failed: the record has changed")
 
 	ErrUnknownSourceIP  = &RejectError{Reason: ReasonUnknownSourceIP}
 	ErrUnknownExtension = &RejectError{Reason: ReasonUnknownExtension}

@@ -75,6 +75,7 @@ func (a *API) getChannel(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
+	w.Header().Set("ETag", ETag(out))
 	writeJSON(w, http.StatusOK, out)
 }
 
@@ -99,13 +100,16 @@ func (a *API) patchChannel(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	out, err := a.prov.UpdateChannel(r.Context(), r.PathValue("id"), func(c *Channel) error {
+	out, err := a.prov.UpdateChannelIf(r.Context(), r.PathValue("id"), ifMatch(r), func(c *Channel) error {
 		return mergeChannel(c, patch)
 	})
 	if err != nil {
 		a.fail(w, r, err)
 		return
 	}
+	shown := out
+	shown.EventsSecret = "" // the tag of the version a GET shows
+	w.Header().Set("ETag", ETag(shown))
 	acl := a.syncACL(w, r)
 	writeJSON(w, http.StatusOK, channelChange{Channel: out, ACLSync: acl})
 }

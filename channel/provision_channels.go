@@ -32,7 +32,7 @@ func (p *Provisioner) CreateChannel(ctx context.Context, c Channel) (Channel, er
 	if err := checkEventsTarget(c.EventsURL, p.allowPrivateEvents); err != nil {
 		return Channel{}, err
 	}
-	if _, err := p.repo.Channel(ctx, c.ID); err == nil {
+	if _, err := p.repo.Channel(ctx, c.ID); err == nil { // early answer; SaveChannelIf decides
 		return Channel{}, fmt.Errorf("channel %q %w", c.ID, ErrExists)
 	} else if !errors.Is(err, ErrNotFound) {
 		return Channel{}, fmt.Errorf("channel: create channel %s: %w", c.ID, err)
@@ -51,7 +51,9 @@ func (p *Provisioner) CreateChannel(ctx context.Context, c Channel) (Channel, er
 			return Channel{}, err
 		}
 	}
-	if err := p.repo.SaveChannel(ctx, c); err != nil {
+	// Created only if no channel c.ID appeared meanwhile: of concurrent
+	// creates of one id exactly one wins, the others get ErrExists.
+	if err := p.repo.SaveChannelIf(ctx, c, nil); err != nil {
 		return Channel{}, fmt.Errorf("channel: create channel %s: %w", c.ID, err)
 	}
 	p.log.Info("channel created", zap.String("channel_id", c.ID), zap.Strings("origin_ips", c.OriginIPs))
@@ -63,10 +65,22 @@ func (p *Provisioner) CreateChannel(ctx context.Context, c Channel) (Channel, er
 // resolved again and replaces originIps; a new eventsUrl gets a new
 // eventsSecret (returned this once), a removed one drops the secret; a
 // changed agentId must name a realtime agent. change may not alter the ID.
+//
+// The write is a check-and-set against the version read: when another
+// update landed in between, it fails with ErrStale and nothing is written.
 func (p *Provisioner) UpdateChannel(ctx context.Context, id string, change func(*Channel) error) (Channel, error) {
+	return p.UpdateChannelIf(ctx, id, "", change)
+}
+
+// UpdateChannelIf is UpdateChannel for the version whose ETag is etag (any
+// version when etag is ""); another one fails with ErrPreconditionFailed.
+func (p *Provisioner) UpdateChannelIf(ctx context.Context, id, etag string, change func(*Channel) error) (Channel, error) {
 	old, err := p.repo.Channel(ctx, id)
 	if err != nil {
 		return Channel{}, lookupErr("update", "channel", id, err)
+	}
+	if err := checkIfMatch(etag, p.present(old, false)); err != nil {
+		return Channel{}, err
 	}
 	c := cloneChannel(old)
 	if err := change(&c); err != nil {
@@ -105,7 +119,7 @@ func (p *Provisioner) UpdateChannel(ctx context.Context, id string, change func(
 	case c.EventsURL == "":
 		c.EventsSecret = ""
 	}
-	if err := p.repo.SaveChannel(ctx, c); err != nil {
+	if err := p.repo.SaveChannelIf(ctx, c, &old); err != nil {
 		return Channel{}, fmt.Errorf("channel: update channel %s: %w", id, err)
 	}
 	p.log.Info("channel updated", zap.String("channel_id", id), zap.Strings("origin_ips", c.OriginIPs))

@@ -28,6 +28,13 @@ type Repository interface {
 	Agents(ctx context.Context) ([]Agent, error)
 	DeleteAgent(ctx context.Context, id string) error
 	SaveChannel(ctx context.Context, c Channel) error
+	// SaveChannelIf saves c only if the stored channel c.ID is prev (nil:
+	// none is stored), checked and written in one store transaction. A
+	// stored one when prev is nil matches ErrExists, another version
+	// ErrStale; either way nothing is written.
+	SaveChannelIf(ctx context.Context, c Channel, prev *Channel) error
+	// SaveAgentIf is SaveChannelIf for agents.
+	SaveAgentIf(ctx context.Context, a Agent, prev *Agent) error
 	Channel(ctx context.Context, id string) (Channel, error)
 	Channels(ctx context.Context) ([]Channel, error)
 	DeleteChannel(ctx context.Context, id string) error
@@ -135,7 +142,7 @@ func (p *Provisioner) CreateAgent(ctx context.Context, a Agent) (Agent, error) {
 	} else if !errors.Is(err, ErrNotFound) {
 		return Agent{}, fmt.Errorf("channel: create agent %s: %w", a.ID, err)
 	}
-	if err := p.repo.SaveAgent(ctx, a); err != nil {
+	if err := p.repo.SaveAgentIf(ctx, a, nil); err != nil { // one of concurrent creates wins
 		return Agent{}, fmt.Errorf("channel: create agent %s: %w", a.ID, err)
 	}
 	p.log.Info("agent created", zap.String("agent_id", a.ID))
@@ -143,8 +150,16 @@ func (p *Provisioner) CreateAgent(ctx context.Context, a Agent) (Agent, error) {
 }
 
 // PutAgent creates or replaces the agent id; created tells which. The body's
-// ID may be empty (it is id) but may not differ from id.
+// ID may be empty (it is id) but may not differ from id. The write is a
+// check-and-set against the version read (ErrStale, or ErrExists for a
+// create, when another write landed in between).
 func (p *Provisioner) PutAgent(ctx context.Context, id string, a Agent) (_ Agent, created bool, _ error) {
+	return p.PutAgentIf(ctx, id, "", a)
+}
+
+// PutAgentIf is PutAgent for the version whose ETag is etag (any, or none,
+// when etag is ""); another one, or none, fails with ErrPreconditionFailed.
+func (p *Provisioner) PutAgentIf(ctx context.Context, id, etag string, a Agent) (_ Agent, created bool, _ error) {
 	if a.ID == "" {
 		a.ID = id
 	}
@@ -154,14 +169,23 @@ func (p *Provisioner) PutAgent(ctx context.Context, id string, a Agent) (_ Agent
 	if err := a.Normalize(); err != nil {
 		return Agent{}, false, err
 	}
-	_, err := p.repo.Agent(ctx, id)
+	old, err := p.repo.Agent(ctx, id)
+	var prev *Agent
 	switch {
 	case errors.Is(err, ErrNotFound):
 		created = true
+		if etag != "" {
+			return Agent{}, false, ErrPreconditionFailed
+		}
 	case err != nil:
 		return Agent{}, false, fmt.Errorf("channel: put agent %s: %w", id, err)
+	default:
+		prev = &old
+		if err := checkIfMatch(etag, old); err != nil {
+			return Agent{}, false, err
+		}
 	}
-	if err := p.repo.SaveAgent(ctx, a); err != nil {
+	if err := p.repo.SaveAgentIf(ctx, a, prev); err != nil {
 		return Agent{}, false, fmt.Errorf("channel: put agent %s: %w", id, err)
 	}
 	p.log.Info("agent saved", zap.String("agent_id", id), zap.Bool("created", created))

@@ -10,6 +10,7 @@ package session
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -71,13 +72,25 @@ func CanTransition(from, to State) bool {
 	return false
 }
 
-// Limits that keep one session record bounded in size.
+// Limits that keep one session record bounded in size. The timeline keeps
+// its first TimelineHead events and its latest events up to
+// MaxTimelineEvents in all; the transcript keeps its first turns up to
+// TranscriptHeadBytes and its latest ones up to MaxTranscriptBytes in all.
+// What lies between is folded: removed and counted (Folded,
+// TranscriptFolded), so that the start and the end of a long call both stay.
 const (
-	MaxTimelineEvents  = 500
-	MaxTranscriptTurns = 400
-	MaxTurnText        = 2000
-	MaxTransfers       = 20
+	MaxTimelineEvents   = 500
+	TimelineHead        = 100
+	MaxTranscriptTurns  = 400
+	MaxTranscriptBytes  = 64 << 10
+	TranscriptHeadBytes = 16 << 10
+	MaxTurnText         = 2000
+	MaxTransfers        = 20
 )
+
+// turnOverhead is what a turn costs in the byte bound besides its text (its
+// time, role and JSON keys), so that many tiny turns are bounded too.
+const turnOverhead = 64
 
 // Event types recorded on the timeline.
 const (
@@ -157,8 +170,10 @@ type Session struct {
 	Timeline   []Event    `json:"timeline"`
 	Transcript []Turn     `json:"transcript"`
 	Transfers  []Transfer `json:"transfers"`
-	// Dropped counts timeline events and turns not kept because of the limits.
-	Dropped int `json:"dropped,omitempty"`
+	// Folded counts the timeline events removed from between its head and
+	// its tail by the limits; TranscriptFolded the transcript's turns.
+	Folded           int `json:"folded,omitempty"`
+	TranscriptFolded int `json:"transcriptFolded,omitempty"`
 }
 
 // New returns a session in state Ringing created at now.
@@ -214,28 +229,54 @@ func (s *Session) MarkTransferred(now time.Time) error {
 	return nil
 }
 
-// Record appends an event to the timeline, bounded by MaxTimelineEvents.
-// The final event (EventEnded) is always kept so that an end is never lost.
+// Record appends an event to the timeline. Beyond MaxTimelineEvents the
+// oldest event after the first TimelineHead is folded, so the end of a call
+// is always kept.
 func (s *Session) Record(now time.Time, typ, detail string) {
-	if len(s.Timeline) >= MaxTimelineEvents && typ != EventEnded {
-		s.Dropped++
-		return
-	}
 	s.Timeline = append(s.Timeline, Event{At: now, Type: typ, Detail: truncate(detail, MaxTurnText)})
+	if len(s.Timeline) > MaxTimelineEvents {
+		s.Timeline = slices.Delete(s.Timeline, TimelineHead, TimelineHead+1)
+		s.Folded++
+	}
 	s.UpdatedAt = now
 }
 
-// AddTurn appends a transcript turn, bounded by MaxTranscriptTurns and MaxTurnText.
+// AddTurn appends a transcript turn (its text cut at MaxTurnText). Beyond
+// MaxTranscriptTurns or MaxTranscriptBytes the oldest turns after the head
+// (the first turns within TranscriptHeadBytes) are folded.
 func (s *Session) AddTurn(now time.Time, role, text string) {
 	if text == "" {
 		return
 	}
-	if len(s.Transcript) >= MaxTranscriptTurns {
-		s.Dropped++
-		return
-	}
 	s.Transcript = append(s.Transcript, Turn{At: now, Role: role, Text: truncate(text, MaxTurnText)})
+	total := 0
+	for _, t := range s.Transcript {
+		total += turnSize(t)
+	}
+	for len(s.Transcript) > 1 && (total > MaxTranscriptBytes || len(s.Transcript) > MaxTranscriptTurns) {
+		i := transcriptHead(s.Transcript)
+		total -= turnSize(s.Transcript[i])
+		s.Transcript = slices.Delete(s.Transcript, i, i+1)
+		s.TranscriptFolded++
+	}
 	s.UpdatedAt = now
+}
+
+func turnSize(t Turn) int { return len(t.Text) + turnOverhead }
+
+// transcriptHead is the number of leading turns within TranscriptHeadBytes
+// (and half the turn limit), never all of them: the next one is the oldest
+// foldable turn.
+func transcriptHead(ts []Turn) int {
+	n, size := 0, 0
+	for n < len(ts)-1 && n < MaxTranscriptTurns/2 {
+		size += turnSize(ts[n])
+		if size > TranscriptHeadBytes {
+			break
+		}
+		n++
+	}
+	return n
 }
 
 // AddTransfer records a transfer attempt and returns its index.

@@ -2,6 +2,8 @@ package session
 
 import (
 	"errors"
+	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -73,21 +75,40 @@ func TestEndLeavesTransferred(t *testing.T) {
 func TestBounds(t *testing.T) {
 	s := New("CA1", "ch", "ag", t0)
 	for i := 0; i < MaxTimelineEvents+10; i++ {
-		s.Record(t0, EventDigit, "5")
+		s.Record(t0.Add(time.Duration(i)*time.Second), EventDigit, strconv.Itoa(i))
 	}
 	for i := 0; i < MaxTranscriptTurns+10; i++ {
-		s.AddTurn(t0, RoleCaller, "hello")
+		s.AddTurn(t0, RoleCaller, "hello "+strconv.Itoa(i))
 	}
 	s.AddTurn(t0, RoleAgent, "") // empty turns are not kept
 	if len(s.Timeline) != MaxTimelineEvents || len(s.Transcript) != MaxTranscriptTurns {
 		t.Fatalf("timeline %d transcript %d", len(s.Timeline), len(s.Transcript))
 	}
-	if s.Dropped != 21 { // 1 answered + 510 events, 410 turns
-		t.Fatalf("dropped %d", s.Dropped)
+	// 1 answered + 510 events: the head and the latest are kept, 11 folded
+	if s.Folded != 11 || s.TranscriptFolded != 10 {
+		t.Fatalf("folded %d/%d", s.Folded, s.TranscriptFolded)
+	}
+	if s.Timeline[0].Type != EventAnswered || s.Timeline[len(s.Timeline)-1].Detail != strconv.Itoa(MaxTimelineEvents+9) {
+		t.Fatalf("head or tail not kept: %+v ... %+v", s.Timeline[0], s.Timeline[len(s.Timeline)-1])
+	}
+	if s.Transcript[0].Text != "hello 0" || s.Transcript[len(s.Transcript)-1].Text != "hello "+strconv.Itoa(MaxTranscriptTurns+9) {
+		t.Fatalf("transcript head or tail not kept")
 	}
 	s.End("caller_hangup", t0) // the end is kept even when the timeline is full
 	if s.Timeline[len(s.Timeline)-1].Type != EventEnded {
 		t.Fatal("end event dropped")
+	}
+	// long turns: bounded by bytes
+	s3 := New("CA3", "ch", "ag", t0)
+	for i := 0; i < 200; i++ {
+		s3.AddTurn(t0, RoleAgent, strings.Repeat("x", MaxTurnText-4)+fmt.Sprintf("%04d", i))
+	}
+	size := 0
+	for _, tn := range s3.Transcript {
+		size += len(tn.Text) + turnOverhead
+	}
+	if size > MaxTranscriptBytes || s3.TranscriptFolded != 200-len(s3.Transcript) || !strings.HasSuffix(s3.Transcript[len(s3.Transcript)-1].Text, "0199") || !strings.HasSuffix(s3.Transcript[0].Text, "0000") {
+		t.Fatalf("transcript %d bytes, %d turns, %d folded", size, len(s3.Transcript), s3.TranscriptFolded)
 	}
 	long := strings.Repeat("é", MaxTurnText)
 	s2 := New("CA2", "ch", "ag", t0)

@@ -24,6 +24,8 @@ type Store interface {
 	DeleteAgent(ctx context.Context, id string) error
 
 	SaveChannel(ctx context.Context, c channel.Channel) error
+	SaveChannelIf(ctx context.Context, c channel.Channel, prev *channel.Channel) error
+	SaveAgentIf(ctx context.Context, a channel.Agent, prev *channel.Agent) error
 	Channel(ctx context.Context, id string) (channel.Channel, error)
 	Channels(ctx context.Context) ([]channel.Channel, error)
 	DeleteChannel(ctx context.Context, id string) error
@@ -52,6 +54,7 @@ type newStoreFunc = func(t *testing.T, opts Options) Store
 func testStore(t *testing.T, newStore newStoreFunc) {
 	tests := map[string]func(t *testing.T, newStore newStoreFunc){
 		"ping":                 testPing,
+		"check and set":        testCheckAndSet,
 		"agents":               testAgents,
 		"channels":             testChannels,
 		"routing":              testRouting,

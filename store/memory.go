@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"reflect"
 	"slices"
 	"sort"
 	"sync"
@@ -115,6 +116,59 @@ func (m *Memory) SaveChannel(_ context.Context, c channel.Channel) error {
 	defer m.cfgMu.Unlock()
 	if err := m.applyLocked(b, nil); err != nil {
 		return fmt.Errorf("store: save channel %s: %w", c.ID, err)
+	}
+	return nil
+}
+
+// SaveChannelIf saves c if the stored channel c.ID is prev (nil: none),
+// checked and written under the config lock; see channel.Repository.
+func (m *Memory) SaveChannelIf(_ context.Context, c channel.Channel, prev *channel.Channel) error {
+	b, err := newBatch([]channel.Channel{c}, nil)
+	if err != nil {
+		return fmt.Errorf("store: save channel: %w", err)
+	}
+	b.expect = map[string]*channel.Channel{c.ID: prev}
+	m.cfgMu.Lock()
+	defer m.cfgMu.Unlock()
+	if err := m.applyLocked(b, nil); err != nil {
+		return fmt.Errorf("store: save channel %s: %w", c.ID, err)
+	}
+	return nil
+}
+
+// SaveAgentIf saves a if the stored agent a.ID is prev (nil: none), checked
+// and written under the config lock; see channel.Repository.
+func (m *Memory) SaveAgentIf(_ context.Context, a channel.Agent, prev *channel.Agent) error {
+	enc, err := encodeAgents([]channel.Agent{a})
+	if err != nil {
+		return fmt.Errorf("store: save agent: %w", err)
+	}
+	m.cfgMu.Lock()
+	defer m.cfgMu.Unlock()
+	if err := checkAgent(a.ID, m.agents[a.ID], prev); err != nil {
+		return fmt.Errorf("store: save agent %s: %w", a.ID, err)
+	}
+	m.agents[a.ID] = enc[a.ID]
+	return nil
+}
+
+// checkAgent is the check of SaveAgentIf: data, the stored JSON of agent id
+// (nil: none), must be prev.
+func checkAgent(id string, data []byte, prev *channel.Agent) error {
+	switch {
+	case prev == nil && data != nil:
+		return fmt.Errorf("agent %q %w", id, channel.ErrExists)
+	case prev == nil:
+		return nil
+	case data == nil:
+		return fmt.Errorf("agent %q: %w", id, channel.ErrStale)
+	}
+	got, err := decode[channel.Agent](data, "agent "+id)
+	if err != nil {
+		return err
+	}
+	if !reflect.DeepEqual(got, *prev) {
+		return fmt.Errorf("agent %q: %w", id, channel.ErrStale)
 	}
 	return nil
 }

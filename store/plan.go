@@ -2,6 +2,8 @@ package store
 
 import (
 	"errors"
+	"fmt"
+	"reflect"
 	"slices"
 	"sort"
 
@@ -61,6 +63,9 @@ type ipMember struct{ ip, channelID string }
 type channelBatch struct {
 	put []channel.Channel // deduplicated (last wins), sorted by ID
 	del []string
+	// expect, when set, is the check of a check-and-set: the stored version
+	// of each named channel must be the given one (nil: none stored).
+	expect map[string]*channel.Channel
 }
 
 func newBatch(put []channel.Channel, del []string) (channelBatch, error) {
@@ -110,6 +115,15 @@ type configChange struct {
 // current owner of each pair in b.pairs() that has one. On a conflict it
 // returns a *ConflictError and the store must change nothing.
 func (b channelBatch) plan(stored map[string]channel.Channel, owners map[pair]string) (*configChange, error) {
+	for id, want := range b.expect {
+		got, had := stored[id]
+		switch {
+		case want == nil && had:
+			return nil, fmt.Errorf("channel %q %w", id, channel.ErrExists)
+		case want != nil && (!had || !reflect.DeepEqual(got, *want)):
+			return nil, fmt.Errorf("channel %q: %w", id, channel.ErrStale)
+		}
+	}
 	touched := make(map[string]bool)
 	for _, id := range b.ids() {
 		touched[id] = true

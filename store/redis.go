@@ -190,6 +190,53 @@ func (r *Redis) SaveChannel(ctx context.Context, c channel.Channel) error {
 	return nil
 }
 
+// SaveChannelIf saves c if the stored channel c.ID is prev (nil: none),
+// checked inside the same WATCH/MULTI as the write; see
+// channel.Repository.
+func (r *Redis) SaveChannelIf(ctx context.Context, c channel.Channel, prev *channel.Channel) error {
+	b, err := newBatch([]channel.Channel{c}, nil)
+	if err != nil {
+		return fmt.Errorf("store: save channel: %w", err)
+	}
+	b.expect = map[string]*channel.Channel{c.ID: prev}
+	err = r.watch(ctx, func(tx *redis.Tx) error { return r.applyTx(ctx, tx, b, nil) }, r.k.cfgVersion())
+	if err != nil {
+		return fmt.Errorf("store: save channel %s: %w", c.ID, err)
+	}
+	return nil
+}
+
+// SaveAgentIf saves a if the stored agent a.ID is prev (nil: none), checked
+// inside the same WATCH/MULTI as the write; see channel.Repository.
+func (r *Redis) SaveAgentIf(ctx context.Context, a channel.Agent, prev *channel.Agent) error {
+	enc, err := encodeAgents([]channel.Agent{a})
+	if err != nil {
+		return fmt.Errorf("store: save agent: %w", err)
+	}
+	err = r.watch(ctx, func(tx *redis.Tx) error {
+		data, err := tx.HGet(ctx, r.k.agents(), a.ID).Bytes()
+		switch {
+		case errors.Is(err, redis.Nil):
+			data = nil
+		case err != nil:
+			return err
+		}
+		if err := checkAgent(a.ID, data, prev); err != nil {
+			return err
+		}
+		_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			p.HSet(ctx, r.k.agents(), a.ID, enc[a.ID])
+			p.Incr(ctx, r.k.cfgVersion())
+			return nil
+		})
+		return err
+	}, r.k.cfgVersion())
+	if err != nil {
+		return fmt.Errorf("store: save agent %s: %w", a.ID, err)
+	}
+	return nil
+}
+
 // Channel returns the channel with id, or an error wrapping channel.ErrNotFound.
 func (r *Redis) Channel(ctx context.Context, id string) (channel.Channel, error) {
 	data, err := r.client.HGet(ctx, r.k.channels(), id).Bytes()

@@ -131,7 +131,7 @@ func newApp(base context.Context, c config, log *zap.Logger, d appDeps) (*app, e
 	br.Register(mux)
 	admin := channel.NewAPI(channel.APIConfig{AdminToken: c.AdminToken, Logger: log.Named("admin")}, prov)
 	admin.Register(mux)
-	admin.RegisterCalls(mux, st, commander{st})
+	admin.RegisterCalls(mux, st, commander{st: st, calls: rest, log: log.Named("commands")})
 	if err := listenCommands(base, st, podID, br, log.Named("commands")); err != nil {
 		return nil, err
 	}
