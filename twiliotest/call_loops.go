@@ -218,9 +218,8 @@ func (c *Call) write(m outMsg, seq *int) error {
 	if err != nil {
 		return fmt.Errorf("twiliotest: encode message: %w", err)
 	}
-	if err := c.conn.WriteMessage(websocket.TextMessage, data); err != nil {
-		return fmt.Errorf("twiliotest: write message: %w", err)
-	}
+	// Media is counted as sent before the write: the bridge may relay it
+	// (and a test read it at the model) before WriteMessage returns.
 	if m.kind == kindMedia {
 		c.sentMu.Lock()
 		c.sentFrames++
@@ -228,6 +227,9 @@ func (c *Call) write(m outMsg, seq *int) error {
 			c.sentAudio = append(c.sentAudio, m.audio...)
 		}
 		c.sentMu.Unlock()
+	}
+	if err := c.conn.WriteMessage(websocket.TextMessage, data); err != nil {
+		return fmt.Errorf("twiliotest: write message: %w", err)
 	}
 	return nil
 }
