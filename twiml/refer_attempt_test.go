@@ -2,8 +2,11 @@ package twiml
 
 import (
 	"context"
+	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"reflect"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -133,4 +136,52 @@ func TestReferStatusAttemptWithoutID(t *testing.T) {
 			}
 		})
 	}
+}
+
+// FuzzReferStatus posts arbitrary action queries and bodies to refer-status
+// (signature checking off) for a call whose transfer attempt "a1" is in
+// flight: it never panics, answers a TwiML document (or 400/413), and an
+// outcome naming another attempt than "a1" leaves the session as it was
+// with an empty <Response/>.
+func FuzzReferStatus(f *testing.F) {
+	f.Add("transfer=a1", referStatus("CA1", "in-progress", "202", "200").Encode())
+	f.Add("transfer=a1", referStatus("CA1", "busy", "202", "486").Encode())
+	f.Add("transfer=a0", referStatus("CA1", "in-progress", "202", "200").Encode())
+	f.Add("", referStatus("CA1", "canceled", "202", "180").Encode())
+	f.Add("transfer=a1&transfer=a0", "CallSid=CA1")
+	f.Add("transfer=%zz;a1", "CallSid=CA1&ReferCallStatus=%00")
+	f.Add("transfer="+strings.Repeat("a1", 40), "CallSid=CA2")
+	f.Fuzz(func(t *testing.T, query, body string) {
+		x := newHarness(t, "https://host.example", false)
+		s := session.New("CA1", testChannel, testAgent, x.now)
+		s.State, s.StreamSID = session.Transferring, "MZ1"
+		s.AddTransfer(session.Transfer{ID: "a1", Destination: "Front Desk", URI: "sip:2001@sbc.example.com:5061;transport=tls", Via: "tool", At: x.now})
+		x.sessions.put(s)
+		before := x.sessions.get(t, "CA1")
+
+		r := httptest.NewRequest(http.MethodPost, ReferStatusPath, strings.NewReader(body))
+		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		r.URL.RawQuery = query
+		stale := r.URL.Query().Get(session.TransferParam) != "a1"
+		w := x.serve(r)
+		switch w.Code {
+		case http.StatusOK:
+			if v := mustParse(t, w.Body.String()); v.Name != "Response" {
+				t.Fatalf("answered %s", w.Body)
+			}
+		case http.StatusBadRequest, http.StatusRequestEntityTooLarge:
+			return
+		default:
+			t.Fatalf("status %d for %q %q", w.Code, query, body)
+		}
+		if !stale {
+			return
+		}
+		if after := x.sessions.get(t, "CA1"); !reflect.DeepEqual(before, after) || x.issuer.calls.Load() != 0 {
+			t.Fatalf("a callback about another attempt changed the session:\n%+v\n%+v", before, after)
+		}
+		if form, _ := url.ParseQuery(body); form.Get("CallSid") == "CA1" {
+			wantEmpty(t, w)
+		}
+	})
 }
