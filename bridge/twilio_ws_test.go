@@ -202,8 +202,8 @@ func TestTwilioProtocolErrorsClose(t *testing.T) {
 			}
 		})
 	}
-	waitFor(t, "11 calls counted as ended by a protocol error", func() bool {
-		return h.counter("vivi_bridge_calls_total", "reason", ReasonTwilioProtocol) == 11
+	waitFor(t, "11 streams counted as ended by a protocol error", func() bool {
+		return h.counter("vivi_bridge_streams_ended_total", "reason", ReasonTwilioProtocol) == 11
 	})
 }
 
