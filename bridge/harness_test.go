@@ -346,6 +346,32 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	testwait.Until(t, waitLimit, what, cond)
 }
 
+// waitMessages waits until the bridge has sent call at least n messages for
+// which pred holds (nil: any message) and returns every message received
+// so far, in order. It wakes on the fake's own notification
+// (Call.WaitMessage, which shows each message to pred once, in order), so
+// a test asserting on messages waits for those messages, not for bytes.
+func waitMessages(t *testing.T, call *twiliotest.Call, n int, pred func(twiliotest.Message) bool) []twiliotest.Message {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	seen := 0
+	if n > 0 {
+		if _, err := call.WaitMessage(ctx, func(m twiliotest.Message) bool {
+			if pred == nil || pred(m) {
+				seen++
+			}
+			return seen >= n
+		}); err != nil {
+			t.Fatalf("waiting for %d messages at Twilio (%d seen): %v", n, seen, err)
+		}
+	}
+	return call.Messages()
+}
+
+// isMark selects the mark messages for waitMessages.
+func isMark(m twiliotest.Message) bool { return m.Event == "mark" }
+
 // waitEnded waits for the session to end and returns it.
 func (h *harness) waitEnded(callSID string) *session.Session {
 	h.t.Helper()

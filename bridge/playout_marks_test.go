@@ -15,13 +15,9 @@ func TestSmallChunksEachGetAMark(t *testing.T) {
 	call, _ := h.call(nil)
 	waitFor(t, "the greeting at Twilio", func() bool { return call.ReceivedBytes() >= len(greeting) })
 	var kinds []string
-	waitFor(t, "the last mark", func() bool {
-		kinds = kinds[:0]
-		for _, m := range call.Messages() {
-			kinds = append(kinds, m.Event)
-		}
-		return len(kinds) == 16
-	})
+	for _, m := range waitMessages(t, call, 8, isMark) { // the last mark follows the last bytes
+		kinds = append(kinds, m.Event)
+	}
 	if got, want := strings.Join(kinds, " "), strings.TrimSpace(strings.Repeat("media mark ", 8)); got != want {
 		t.Fatalf("messages\n%s\nwant\n%s", got, want)
 	}

@@ -47,10 +47,11 @@ func TestGreetingReachesTwilioInOrder(t *testing.T) {
 	if got := call.ReceivedAudio(); !bytes.Equal(got, greeting) {
 		t.Fatalf("Twilio received %d bytes, not the greeting byte for byte", len(got))
 	}
-	// media, mark, media, mark, ... with unique mark names
+	// media, mark, media, mark, ... with unique mark names. The last mark
+	// follows the last bytes: wait for the marks, not only the audio.
 	marks := map[string]bool{}
 	var kinds []string
-	for _, m := range call.Messages() {
+	for _, m := range waitMessages(t, call, 4, isMark) {
 		kinds = append(kinds, m.Event)
 		if m.Event == "mark" {
 			if marks[m.Mark] {
@@ -79,6 +80,9 @@ func TestGreetingReachesTwilioInOrder(t *testing.T) {
 		t.Fatalf("ActiveCalls = %d", h.srv.ActiveCalls())
 	}
 
+	// The greeting's transcript reaches the bridge after its last audio:
+	// the caller hangs up once the agent turn is recorded, which it keeps.
+	waitFor(t, "the greeting's agent turn", func() bool { return len(h.sessions.get(call.CallSID()).Transcript) > 0 })
 	call.Stop()
 	s = h.waitEnded(call.CallSID())
 	if s.EndReason != ReasonCallerHangup {

@@ -131,8 +131,17 @@ type Turn struct {
 	Text string    `json:"text"`
 }
 
+// TransferParam is the query parameter of the <Refer action> URL naming the
+// transfer attempt (Transfer.ID) its outcome is about. Twilio signs the
+// whole URL, so the value is as authentic as the callback's form.
+const TransferParam = "transfer"
+
 // Transfer is one attempt to hand the call back to the PBX.
 type Transfer struct {
+	// ID names the attempt in its <Refer action> URL (TransferParam), so a
+	// replayed outcome of an earlier attempt cannot decide this one. Empty
+	// for attempts recorded by an earlier version.
+	ID          string    `json:"id,omitempty"`
 	Destination string    `json:"destination"`
 	URI         string    `json:"uri"`
 	Via         string    `json:"via"` // tool, dtmf, operator

@@ -2,8 +2,11 @@ package transfer
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/url"
 	"time"
 
 	"go.uber.org/zap"
@@ -55,7 +58,9 @@ type CallUpdater interface {
 
 // Config configures a Service.
 type Config struct {
-	PublicURL string // the <Refer action> is PublicURL + /twilio/refer-status
+	// PublicURL: the <Refer action> is PublicURL + /twilio/refer-status,
+	// with the attempt's id as query parameter session.TransferParam.
+	PublicURL string
 	Sessions  Sessions
 	Targets   Targets
 	Calls     CallUpdater
@@ -87,9 +92,14 @@ func New(cfg Config) *Service {
 // with the agent. A refused destination is recorded on the timeline too.
 func (s *Service) Start(ctx context.Context, callSID, destination, via string) (session.Transfer, error) {
 	log := s.cfg.Logger.With(zap.String("call_sid", callSID), zap.String("destination", destination), zap.String("via", via))
+	id, err := attemptID()
+	if err != nil {
+		log.Error("transfer refused", zap.Error(err))
+		return session.Transfer{}, fmt.Errorf("transfer %s to %q: %w", callSID, destination, err)
+	}
 	var attempt session.Transfer
 	var refer string
-	_, err := s.cfg.Sessions.UpdateSession(ctx, callSID, func(ss *session.Session) error {
+	_, err = s.cfg.Sessions.UpdateSession(ctx, callSID, func(ss *session.Session) error {
 		now := s.cfg.Now()
 		if ss.State != session.Streaming {
 			return fmt.Errorf("%w: state %s", ErrNotLive, ss.State)
@@ -102,13 +112,13 @@ func (s *Service) Start(ctx context.Context, callSID, destination, via string) (
 		if err != nil {
 			return err
 		}
-		if refer, err = ReferTwiML(s.cfg.PublicURL+"/twilio/refer-status", uri); err != nil {
+		if refer, err = ReferTwiML(s.referAction(id), uri); err != nil {
 			return err
 		}
 		if err := ss.Transition(session.Transferring, now); err != nil {
 			return err
 		}
-		attempt = session.Transfer{Destination: destination, URI: uri, Via: via, At: now}
+		attempt = session.Transfer{ID: id, Destination: destination, URI: uri, Via: via, At: now}
 		ss.AddTransfer(attempt)
 		ss.Record(now, session.EventTransferStarted, destination+" "+uri)
 		return nil
@@ -146,6 +156,23 @@ func (s *Service) Start(ctx context.Context, callSID, destination, via string) (
 		return attempt, fmt.Errorf("%w: %s", ErrREST, msg)
 	}
 	return attempt, nil
+}
+
+// referAction is the <Refer action> URL of attempt id. The id makes the
+// outcome callback of one attempt distinguishable from any other's (twiml
+// answers a refer-status about another attempt than the one in flight
+// without touching the call).
+func (s *Service) referAction(id string) string {
+	return s.cfg.PublicURL + "/twilio/refer-status?" + url.Values{session.TransferParam: {id}}.Encode()
+}
+
+// attemptID draws a random transfer attempt id (hex, 24 characters).
+func attemptID() (string, error) {
+	var b [12]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("transfer: random attempt id: %w", err)
+	}
+	return hex.EncodeToString(b[:]), nil
 }
 
 // refused records a transfer to a destination that is not configured: a

@@ -23,12 +23,17 @@ import (
 // Only a transfer in flight is ended by its outcome: for a call that is not
 // transferring (a replayed or late callback) the answer is an empty
 // <Response/> and the session is left as it is; for an unknown call it is
-// <Hangup/> (there is nothing of ours to keep up).
+// <Hangup/> (there is nothing of ours to keep up). The action URL names the
+// attempt (session.TransferParam): an outcome about another attempt than
+// the one in flight (a replay of an earlier transfer's signed callback) is
+// stale and answered the same way, with the session untouched. An attempt
+// stored without an id (by an earlier version) is judged by state alone.
 func (h *Handler) referStatus(w http.ResponseWriter, r *http.Request) {
 	form, sid, ok := h.readForm(w, r)
 	if !ok {
 		return
 	}
+	attempt := clip(r.URL.Query().Get(session.TransferParam), 64)
 	status := clip(form.Get("ReferCallStatus"), 32)
 	referCode := clip(form.Get("ReferSipResponseCode"), 8)
 	notifyCode := clip(form.Get("NotifySipResponseCode"), 8)
@@ -46,6 +51,9 @@ func (h *Handler) referStatus(w http.ResponseWriter, r *http.Request) {
 		tokErr = nil
 		if s.State != session.Transferring {
 			return outcomeNotTransferring + string(s.State), false
+		}
+		if staleRefer(s, attempt) {
+			return outcomeStale, false
 		}
 		if t := s.LastTransfer(); t != nil {
 			t.Status, t.ReferSIPCode, t.NotifySIPCode = status, referCode, notifyCode
@@ -86,6 +94,16 @@ func (h *Handler) referStatus(w http.ResponseWriter, r *http.Request) {
 		writeTwiML(w, Empty())
 		return
 	}
+	if outcome == outcomeStale {
+		var current string
+		if t := s.LastTransfer(); t != nil {
+			current = t.ID
+		}
+		log.Warn("refer status ignored", zap.String("reason", outcome),
+			zap.String("transfer_id", attempt), zap.String("current_transfer_id", current))
+		writeTwiML(w, Empty())
+		return
+	}
 	if tokErr != nil {
 		log.Error("refer status", zap.String("reason", "stream_token"), zap.Error(tokErr))
 		writeTwiML(w, Hangup())
@@ -109,6 +127,14 @@ func (h *Handler) referStatus(w http.ResponseWriter, r *http.Request) {
 // outcomeNotTransferring prefixes the outcome of a refer status for a call
 // that has no transfer in flight.
 const outcomeNotTransferring = "not_transferring_"
+
+// staleRefer reports whether a refer outcome about transfer attempt id (may
+// be empty) is not about the attempt in flight, the session's last one. An
+// attempt recorded without an id (an earlier version) is not judged by id.
+func staleRefer(s *session.Session, id string) bool {
+	t := s.LastTransfer()
+	return t != nil && t.ID != "" && id != t.ID
+}
 
 // describeRefer is the timeline detail of a failed refer, e.g. "busy (REFER 202, NOTIFY 486)".
 func describeRefer(status, referCode, notifyCode string) string {

@@ -106,7 +106,9 @@ func TestToolCallTransfer(t *testing.T) {
 			conn.CallFunction("transfer_call", `{"destination":"Front Desk"}`)
 			u := e.waitUpdates(updates, 1)[0]
 			action, sip := referOf(t, u.form)
-			if action != e.lb.URL+"/twilio/refer-status" || sip != tc.uri {
+			// The action names the attempt (issue 9), checked against the session below.
+			attemptID, found := strings.CutPrefix(action, e.lb.URL+"/twilio/refer-status?"+session.TransferParam+"=")
+			if !found || attemptID == "" || sip != tc.uri {
 				t.Fatalf("Refer action %q sip %q, want %q", action, sip, tc.uri)
 			}
 			if u.buffered != 0 || u.played < 800+len(announcement) {
@@ -117,7 +119,7 @@ func TestToolCallTransfer(t *testing.T) {
 				t.Fatalf("Twilio outcome %q", call.Outcome())
 			}
 			s := e.waitSession(call.CallSID(), "transferred", func(s *session.Session) bool { return s.State == session.Transferred })
-			if len(s.Transfers) != 1 || s.Transfers[0].URI != tc.uri || s.Transfers[0].Via != "tool" ||
+			if len(s.Transfers) != 1 || s.Transfers[0].URI != tc.uri || s.Transfers[0].Via != "tool" || s.Transfers[0].ID != attemptID ||
 				s.Transfers[0].Status != "in-progress" || s.Transfers[0].NotifySIPCode != "200" {
 				t.Fatalf("transfers %+v", s.Transfers)
 			}
