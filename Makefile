@@ -41,15 +41,20 @@ tidy-check:
 	@$(GO) mod tidy -diff || { echo "tidy-check: go.mod/go.sum are not tidy (run go mod tidy)"; exit 1; }
 
 FUZZTIME ?= 20s
+# Every fuzz target of the repository, as package:Name (a test in cmd/vivi-bridge
+# checks that this list names every func Fuzz* in the tree).
+FUZZ_TARGETS := \
+	./twiml:FuzzParseExtension ./twiml:FuzzVoiceForm ./twiml:FuzzReferStatus \
+	./bridge:FuzzTwilioToModel ./bridge:FuzzModelToTwilio ./bridge:FuzzSplitDelta ./bridge:FuzzCallerNumber \
+	./bridge/realtime:FuzzParseEvent ./bridge/internal/jsonscan:FuzzScanner ./bridge/internal/wsframe:FuzzReader \
+	./channel:FuzzParseConfig ./channel:FuzzEventsTarget ./session:FuzzTokenVerify \
+	./cmd/vivi-bridge:FuzzPodCommand ./internal/redact:FuzzText
 fuzz: ## a short run of every fuzz target (FUZZTIME=20s each)
-	$(GO) test ./twiml -run '^$$' -fuzz '^FuzzParseExtension$$' -fuzztime $(FUZZTIME)
-	$(GO) test ./twiml -run '^$$' -fuzz '^FuzzVoiceForm$$' -fuzztime $(FUZZTIME)
-	$(GO) test ./bridge -run '^$$' -fuzz '^FuzzTwilioToModel$$' -fuzztime $(FUZZTIME)
-	$(GO) test ./bridge -run '^$$' -fuzz '^FuzzModelToTwilio$$' -fuzztime $(FUZZTIME)
-	$(GO) test ./bridge/internal/jsonscan -run '^$$' -fuzz '^FuzzScanner$$' -fuzztime $(FUZZTIME)
-	$(GO) test ./bridge/internal/wsframe -run '^$$' -fuzz '^FuzzReader$$' -fuzztime $(FUZZTIME)
-	$(GO) test ./channel -run '^$$' -fuzz '^FuzzParseConfig$$' -fuzztime $(FUZZTIME)
-	$(GO) test ./session -run '^$$' -fuzz '^FuzzTokenVerify$$' -fuzztime $(FUZZTIME)
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	  pkg=$${t%%:*}; name=$${t##*:}; \
+	  echo "$(GO) test $$pkg -run '^$$' -fuzz '^'$$name'$$' -fuzztime $(FUZZTIME)"; \
+	  $(GO) test $$pkg -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME); \
+	done
 
 BENCH_CALLS ?= 100 300 500 1000
 BENCH_HOLD  ?= 30s
