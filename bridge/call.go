@@ -108,6 +108,7 @@ type call struct {
 	anomalies  map[string]int
 	framesIn   int
 	framesOut  int
+	probes     probes // liveness probes waiting for a fresh Twilio frame (call_probe.go)
 }
 
 func newCall(s *Server, ws *websocket.Conn, remote string) *call {
@@ -154,6 +155,9 @@ func (c *call) run() {
 			c.end(ReasonShutdown)
 		case m := <-c.twIn:
 			c.onTwilio(m)
+			if c.probes.waiting != nil && c.endReason == "" {
+				c.probes.frame()
+			}
 		case err := <-c.twDone:
 			c.onTwilioClosed(err)
 		case m := <-c.modelIn:
@@ -167,6 +171,8 @@ func (c *call) run() {
 			c.hangupNow("goodbye wait timed out")
 		case <-c.xferWait.timerC():
 			c.transferNow("announcement wait timed out")
+		case <-c.probes.timerC():
+			c.probes.onTimer(time.Now()) // monotonic, not cfg.Now: a bound, not a timestamp
 		}
 	}
 	c.teardown()
@@ -201,8 +207,9 @@ func (c *call) teardown() {
 	if c.endReason == ReasonModelDropped {
 		c.closeCode, c.closeText = websocket.CloseInternalServerErr, "model unavailable"
 	}
-	close(c.done) // the writers close their sockets; readers then return
-	c.cancel()    // in-flight dials, look-ups and requests
+	c.probes.fail() // before done: a waiting ProbeStream reads its answer
+	close(c.done)   // the writers close their sockets; readers then return
+	c.cancel()      // in-flight dials, look-ups and requests
 	c.closeModel()
 	if c.writer != nil {
 		c.writer.finish(c.endMutation(c.endReason, c.now()))

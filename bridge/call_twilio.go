@@ -283,6 +283,7 @@ func (c *call) onTwilioClosed(err error) {
 		}
 		break
 	}
+	c.probes.fail() // the socket is gone: whatever the loop still does, it is not live
 	if c.endReason != "" {
 		return
 	}

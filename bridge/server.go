@@ -65,6 +65,10 @@ type Config struct {
 	// StoreTimeout bounds each session write and each call-control or
 	// transfer request; 10 s.
 	StoreTimeout time.Duration
+	// ProbeWindow bounds how long ProbeStream waits for an inbound Twilio
+	// frame before it answers not live; 300 ms (Twilio sends media every
+	// 20 ms on a live stream).
+	ProbeWindow time.Duration
 	// TranscriptionModel transcribes the caller; default gpt-4o-mini-transcribe.
 	TranscriptionModel string
 
@@ -111,6 +115,7 @@ func (c Config) withDefaults() Config {
 	def(&c.PingInterval, 20*time.Second)
 	def(&c.HangupWait, 15*time.Second)
 	def(&c.StoreTimeout, 10*time.Second)
+	def(&c.ProbeWindow, 300*time.Millisecond)
 	def(&c.ModelPoolMaxAge, 40*time.Second)
 	c.ModelPoolMaxAge = min(c.ModelPoolMaxAge, 2*c.PingInterval)
 	c.ModelPoolSize = max(c.ModelPoolSize, 0)
@@ -292,20 +297,66 @@ func (s *Server) HangupCall(callSID string) error {
 	return s.deliver(callSID, (*call).operatorHangup)
 }
 
+// ProbeStream reports whether this server holds a really live media stream
+// of the call with callSID (and streamSID, when not empty): true only once
+// the call loop has handled a Twilio frame read after the probe arrived,
+// within Config.ProbeWindow. A stream that closes, a call that ends or is
+// not live yet, another stream, or a quiet window answer false. The error
+// is ErrCallNotHere when no stream of the call is here, or ctx's when ctx
+// ends first (the answer is then false).
+func (s *Server) ProbeStream(ctx context.Context, callSID, streamSID string) (bool, error) {
+	target := s.find(callSID)
+	if target == nil {
+		return false, ErrCallNotHere
+	}
+	reply := make(chan bool, 1) // the loop never blocks on the answer
+	probe := func() {
+		if target.phase != live || (streamSID != "" && target.streamSID != streamSID) {
+			reply <- false
+			return
+		}
+		target.probes.add(reply, len(target.twIn), s.cfg.ProbeWindow, time.Now())
+	}
+	select {
+	case target.results <- probe:
+	case <-target.done:
+		return false, nil
+	case <-ctx.Done():
+		return false, ctx.Err()
+	}
+	select {
+	case live := <-reply:
+		return live, nil
+	case <-target.done: // teardown answers every pending probe before done
+		select {
+		case live := <-reply:
+			return live, nil
+		default:
+			return false, nil
+		}
+	case <-ctx.Done():
+		return false, ctx.Err()
+	}
+}
+
+// find returns the call with callSID, nil when none is here.
+func (s *Server) find(callSID string) *call {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.calls {
+		if p := c.sid.Load(); p != nil && *p == callSID {
+			return c
+		}
+	}
+	return nil
+}
+
 // deliver runs f on the loop of the call with callSID and returns once the
 // loop has run it (or found the call not live, and not run it). The call
 // loop is the only owner of a call's state, so operator requests go
 // through it.
 func (s *Server) deliver(callSID string, f func(*call)) error {
-	var target *call
-	s.mu.Lock()
-	for c := range s.calls {
-		if p := c.sid.Load(); p != nil && *p == callSID {
-			target = c
-			break
-		}
-	}
-	s.mu.Unlock()
+	target := s.find(callSID)
 	if target == nil {
 		return ErrCallNotHere
 	}

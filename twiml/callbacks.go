@@ -187,8 +187,9 @@ func (h *Handler) decide(ctx context.Context, sid string, d decision) (*session.
 // duplicate of one already answered. It gets an empty <Response/> and the
 // session is not touched: no token is minted, the live stream is not
 // forgotten and no reconnect is counted. Twilio executes no answer to a
-// callback it did not make, so the empty document ends nothing. A store
-// failure answers 500.
+// callback it did not make, so the empty document ends nothing. So is a
+// callback about the current <Connect> of a streaming call whose pod says
+// its stream is still live (streamLive). A store failure answers 500.
 func (h *Handler) connectEnded(w http.ResponseWriter, r *http.Request) {
 	form, sid, ok := h.readForm(w, r)
 	if !ok {
@@ -202,6 +203,10 @@ func (h *Handler) connectEnded(w http.ResponseWriter, r *http.Request) {
 	now := h.now()
 	ctx, cancel := context.WithTimeout(r.Context(), storeTimeout)
 	defer cancel()
+	if h.streamLive(ctx, log, sid, gen, streamSID) {
+		writeTwiML(w, Empty())
+		return
+	}
 
 	var tokErr error
 	s, outcome, err := h.decide(ctx, sid, func(s *session.Session) (string, bool) {
@@ -258,6 +263,41 @@ func (h *Handler) connectEnded(w http.ResponseWriter, r *http.Request) {
 	}
 	log.Info("connect ended", zap.String("reason", outcome), zap.Int("attempt", countEvents(s, EventReconnect)))
 	writeTwiML(w, doc)
+}
+
+// streamLive reports whether a connect-ended about the current <Connect>
+// (generation gen) of a streaming call contradicts the pod that holds its
+// stream: asked, the pod says the stream is live, so the callback is stale
+// (a replay) and must not reconnect a caller who is talking. Only a "live"
+// answer counts: the pod answers it only after Twilio sent on the stream
+// since the question, and Twilio posts a real connect-ended after it closed
+// the socket. No answer (the pod died) or "not live" reconnects as before.
+func (h *Handler) streamLive(ctx context.Context, log *zap.Logger, sid, gen, streamSID string) bool {
+	if h.prober == nil {
+		return false
+	}
+	s, err := h.sessions.Session(ctx, sid)
+	if err != nil || s.State != session.Streaming || s.PodID == "" || staleConnect(s, gen, streamSID) {
+		return false // decided below, as without a prober
+	}
+	want := s.StreamSID
+	if want == "" {
+		want = streamSID
+	}
+	log = log.With(zap.String("channel_id", s.ChannelID), zap.String("pod_id", s.PodID))
+	if streamSID == "" {
+		log = log.With(zap.String("stream_sid", want))
+	}
+	live, err := h.prober.ProbeStream(ctx, s.PodID, sid, want)
+	switch {
+	case err != nil:
+		log.Info("connect ended: the stream's pod did not answer the probe", zap.Error(err))
+	case live:
+		log.Warn("connect ended ignored", zap.String("reason", outcomeStale), zap.String("probe", "live"))
+	default:
+		log.Info("connect ended: the stream's pod says it is not live")
+	}
+	return live && err == nil
 }
 
 // outcomeStale is the outcome of a <Connect action> callback that does not

@@ -190,6 +190,12 @@ var errStoreDown = errors.New("redis: connection refused")
 
 func newHarness(t *testing.T, publicURL string, validate bool) *harness {
 	t.Helper()
+	return newHarnessWith(t, publicURL, validate, nil)
+}
+
+// newHarnessWith is newHarness with a StreamProber wired.
+func newHarnessWith(t *testing.T, publicURL string, validate bool, prober StreamProber) *harness {
+	t.Helper()
 	toks, err := session.NewTokens([]byte("0123456789abcdef0123456789abcdef"), 2*time.Minute)
 	if err != nil {
 		t.Fatal(err)
@@ -221,7 +227,8 @@ func newHarness(t *testing.T, publicURL string, validate bool) *harness {
 	}
 	h, err := NewHandler(
 		Config{PublicURL: publicURL, MaxCalls: maxCalls, Logger: zap.New(core), Now: func() time.Time { return x.now }},
-		Deps{Validator: v, Router: x.router, Sessions: x.sessions, Tokens: x.issuer, Calls: x.calls, Answered: x.answered},
+		Deps{Validator: v, Router: x.router, Sessions: x.sessions, Tokens: x.issuer, Calls: x.calls, Answered: x.answered,
+			Prober: prober},
 	)
 	if err != nil {
 		t.Fatal(err)

@@ -86,6 +86,14 @@ type CallCounter interface {
 	ActiveCalls() int
 }
 
+// StreamProber asks the pod podID, which the session says holds the call's
+// media stream, whether that stream (streamSID, when not empty) is really
+// live: it saw Twilio send on it after the question. An error means no
+// answer (the pod is gone, or did not answer in time).
+type StreamProber interface {
+	ProbeStream(ctx context.Context, podID, callSID, streamSID string) (bool, error)
+}
+
 // Config configures a Handler.
 type Config struct {
 	// PublicURL is the public origin Twilio calls (PUBLIC_URL), with or
@@ -113,6 +121,10 @@ type Deps struct {
 	// Answered counts the calls answered but not streaming yet; cmd wires
 	// its Started to the bridge's token claims.
 	Answered *Answered
+	// Prober, when set, is asked before connect-ended reconnects a
+	// streaming call; a stream its pod says is live makes the callback
+	// stale. nil reconnects without asking.
+	Prober StreamProber
 }
 
 // Handler serves the Twilio webhook endpoints.
@@ -127,6 +139,7 @@ type Handler struct {
 	tokens    TokenIssuer
 	calls     CallCounter
 	answered  *Answered
+	prober    StreamProber
 }
 
 // NewHandler returns the webhook handler. It fails on a bad PublicURL or a
@@ -142,7 +155,7 @@ func NewHandler(cfg Config, deps Deps) (*Handler, error) {
 	h := &Handler{
 		public: pu, maxCalls: cfg.MaxCalls, log: cfg.Logger, now: cfg.Now,
 		validator: deps.Validator, router: deps.Router, sessions: deps.Sessions,
-		tokens: deps.Tokens, calls: deps.Calls, answered: deps.Answered,
+		tokens: deps.Tokens, calls: deps.Calls, answered: deps.Answered, prober: deps.Prober,
 	}
 	if h.maxCalls <= 0 {
 		h.maxCalls = DefaultMaxCalls

@@ -116,11 +116,14 @@ func newApp(base context.Context, c config, log *zap.Logger, d appDeps) (*app, e
 	if err != nil {
 		return nil, err
 	}
+	// Commands and stream probes go to the pod that owns the call; a probe
+	// of a stream on this pod asks the bridge directly.
+	cmds := commander{st: st, calls: rest, log: log.Named("commands"), podID: podID, local: br}
 	hooks, err := twiml.NewHandler(twiml.Config{
 		PublicURL: c.PublicURL, MaxCalls: c.MaxCalls, Logger: log.Named("twilio"),
 	}, twiml.Deps{
 		Validator: validator, Router: routes{channel.NewRouter(st)}, Sessions: st, Tokens: tokens, Calls: br,
-		Answered: answered,
+		Answered: answered, Prober: cmds,
 	})
 	if err != nil {
 		return nil, err
@@ -131,7 +134,7 @@ func newApp(base context.Context, c config, log *zap.Logger, d appDeps) (*app, e
 	br.Register(mux)
 	admin := channel.NewAPI(channel.APIConfig{AdminToken: c.AdminToken, Logger: log.Named("admin")}, prov)
 	admin.Register(mux)
-	admin.RegisterCalls(mux, st, commander{st: st, calls: rest, log: log.Named("commands")})
+	admin.RegisterCalls(mux, st, cmds)
 	if err := listenCommands(base, st, podID, br, log.Named("commands")); err != nil {
 		return nil, err
 	}

@@ -24,19 +24,25 @@ import (
 // call loop has taken the command (or why not). No reply within
 // replyTimeout means no live owner: a hang-up then goes through the Twilio
 // REST API directly, a transfer is refused (no_owner).
+//
+// The same channel carries stream probes (op probe): before connect-ended
+// reconnects a streaming call, the webhook asks the owning pod whether the
+// stream is really live (bridge.Server.ProbeStream); the owner answers live
+// or not_live, and no answer within probeTimeout counts as not live.
 
 // podCommand is the message published to the owning pod.
 type podCommand struct {
-	Op          string `json:"op"` // transfer | hangup
+	Op          string `json:"op"` // transfer | hangup | probe
 	CallSID     string `json:"callSid"`
 	Destination string `json:"destination,omitempty"`
+	StreamSID   string `json:"streamSid,omitempty"` // probe: the stream the session names
 	// ReplyTo is the topic the owner answers on (a podReply).
 	ReplyTo string `json:"replyTo,omitempty"`
 }
 
 // podReply is the owner's answer to a podCommand.
 type podReply struct {
-	// Result is ok, not_here, not_live or busy.
+	// Result is ok, not_here, not_live or busy; live or not_live for a probe.
 	Result string `json:"result"`
 }
 
@@ -46,7 +52,20 @@ const (
 	replyNotHere = "not_here"
 	replyNotLive = "not_live"
 	replyBusy    = "busy"
+	replyLive    = "live"
 )
+
+// opProbe asks the owner whether a call's stream is really live.
+const opProbe = "probe"
+
+// probeTimeout bounds the wait for a probe's answer: the owner's window
+// (300 ms) and a pub/sub round trip. It is short because Twilio waits on the
+// connect-ended answer with the caller on the line.
+const probeTimeout = time.Second
+
+// maxProbes bounds the probes a pod answers at once (each waits up to the
+// bridge's probe window); beyond it they are answered in turn.
+const maxProbes = 64
 
 func podTopic(podID string) string { return "pod:" + podID }
 
@@ -60,6 +79,7 @@ const replyTimeout = 3 * time.Second
 type callOwner interface {
 	TransferCall(callSID, destination string) error
 	HangupCall(callSID string) error
+	ProbeStream(ctx context.Context, callSID, streamSID string) (bool, error)
 }
 
 // callHanger ends a call through the Twilio REST API (transfer.Twilio).
@@ -73,6 +93,30 @@ type commander struct {
 	calls callHanger    // for a hang-up with no live owner
 	wait  time.Duration // reply timeout; 0 means replyTimeout
 	log   *zap.Logger
+	// podID and local, when set, let a probe of a stream on this very pod
+	// ask the bridge directly instead of going through pub/sub.
+	podID string
+	local callOwner
+}
+
+// ProbeStream implements twiml.StreamProber: it asks pod podID whether it
+// holds a live stream of callSID (streamSID, when not empty). An error means
+// the pod did not answer within probeTimeout.
+func (c commander) ProbeStream(ctx context.Context, podID, callSID, streamSID string) (bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	defer cancel()
+	if c.local != nil && podID == c.podID {
+		live, err := c.local.ProbeStream(ctx, callSID, streamSID)
+		if errors.Is(err, bridge.ErrCallNotHere) {
+			return false, nil // an answer: the stream is not here
+		}
+		return live && err == nil, err
+	}
+	r, err := c.request(ctx, podID, podCommand{Op: opProbe, CallSID: callSID, StreamSID: streamSID}, probeTimeout)
+	if err != nil {
+		return false, err
+	}
+	return r == replyLive, nil
 }
 
 // liveSession returns the session of a call that has a live stream.
@@ -144,45 +188,55 @@ func (c commander) logger() *zap.Logger {
 
 // ask publishes cmd to podID and waits for its reply.
 func (c commander) ask(ctx context.Context, podID string, cmd podCommand) error {
-	id := make([]byte, 12)
-	_, _ = rand.Read(id) // crypto/rand.Read never fails
-	cmd.ReplyTo = "reply:" + hex.EncodeToString(id)
 	wait := c.wait
 	if wait <= 0 {
 		wait = replyTimeout
 	}
+	r, err := c.request(ctx, podID, cmd, wait)
+	if err != nil {
+		return err
+	}
+	switch r {
+	case replyOK:
+		return nil
+	case replyNotLive:
+		return fmt.Errorf("%w: call %s is not live on pod %s", channel.ErrCallNotLive, cmd.CallSID, podID)
+	case replyBusy:
+		return fmt.Errorf("%w: call %s on pod %s did not take the command in time", channel.ErrCallBusy, cmd.CallSID, podID)
+	default: // not_here: the session names a pod that no longer holds the stream
+		return fmt.Errorf("%w: pod %s does not hold call %s", channel.ErrNoOwner, podID, cmd.CallSID)
+	}
+}
+
+// request publishes cmd to podID and returns the result of its reply, or
+// an error wrapping channel.ErrNoOwner when none came within wait.
+func (c commander) request(ctx context.Context, podID string, cmd podCommand, wait time.Duration) (string, error) {
+	id := make([]byte, 12)
+	_, _ = rand.Read(id) // crypto/rand.Read never fails
+	cmd.ReplyTo = "reply:" + hex.EncodeToString(id)
 	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	replies, unsubscribe, err := c.st.Subscribe(ctx, cmd.ReplyTo)
 	if err != nil {
-		return fmt.Errorf("%s for call %s: %w", cmd.Op, cmd.CallSID, err)
+		return "", fmt.Errorf("%s for call %s: %w", cmd.Op, cmd.CallSID, err)
 	}
 	defer unsubscribe()
 	b, err := json.Marshal(cmd)
 	if err != nil {
-		return err
+		return "", err
 	}
 	if err := c.st.Publish(ctx, podTopic(podID), b); err != nil {
-		return fmt.Errorf("publish %s to pod %s: %w", cmd.Op, podID, err)
+		return "", fmt.Errorf("publish %s to pod %s: %w", cmd.Op, podID, err)
 	}
 	select {
 	case <-ctx.Done():
-		return fmt.Errorf("%w: pod %s did not answer for call %s", channel.ErrNoOwner, podID, cmd.CallSID)
+		return "", fmt.Errorf("%w: pod %s did not answer for call %s", channel.ErrNoOwner, podID, cmd.CallSID)
 	case b, ok := <-replies:
 		var r podReply
 		if !ok || json.Unmarshal(b, &r) != nil {
-			return fmt.Errorf("%w: no usable answer from pod %s for call %s", channel.ErrNoOwner, podID, cmd.CallSID)
+			return "", fmt.Errorf("%w: no usable answer from pod %s for call %s", channel.ErrNoOwner, podID, cmd.CallSID)
 		}
-		switch r.Result {
-		case replyOK:
-			return nil
-		case replyNotLive:
-			return fmt.Errorf("%w: call %s is not live on pod %s", channel.ErrCallNotLive, cmd.CallSID, podID)
-		case replyBusy:
-			return fmt.Errorf("%w: call %s on pod %s did not take the command in time", channel.ErrCallBusy, cmd.CallSID, podID)
-		default: // not_here: the session names a pod that no longer holds the stream
-			return fmt.Errorf("%w: pod %s does not hold call %s", channel.ErrNoOwner, podID, cmd.CallSID)
-		}
+		return r.Result, nil
 	}
 }
 
@@ -196,6 +250,7 @@ func listenCommands(ctx context.Context, st storeAPI, podID string, owner callOw
 	}
 	go func() {
 		defer cancel()
+		probes := make(chan struct{}, maxProbes) // slots of the probes being answered
 		for {
 			select {
 			case <-ctx.Done():
@@ -205,20 +260,66 @@ func listenCommands(ctx context.Context, st storeAPI, podID string, owner callOw
 					log.Warn("pod command subscription closed")
 					return
 				}
-				runCommand(ctx, st, owner, b, log)
+				dispatch(ctx, st, owner, b, probes, log)
 			}
 		}
 	}()
 	return nil
 }
 
-// runCommand acts on one pod command and publishes the reply.
-func runCommand(ctx context.Context, st storeAPI, owner callOwner, b []byte, log *zap.Logger) {
+// dispatch parses one pod command and acts on it. Operator commands run in
+// turn; a probe, which waits for a Twilio frame, runs aside while one of
+// the slots is free (in turn when none is, so the work stays bounded).
+func dispatch(ctx context.Context, st storeAPI, owner callOwner, b []byte, slots chan struct{}, log *zap.Logger) {
 	var cmd podCommand
 	if err := json.Unmarshal(b, &cmd); err != nil {
 		log.Warn("pod command ignored: malformed", zap.Error(err))
 		return
 	}
+	if cmd.Op != opProbe {
+		runCommand(ctx, st, owner, cmd, log)
+		return
+	}
+	select {
+	case slots <- struct{}{}:
+		go func() {
+			defer func() { <-slots }()
+			runProbe(ctx, st, owner, cmd, log)
+		}()
+	default:
+		runProbe(ctx, st, owner, cmd, log)
+	}
+}
+
+// runProbe answers one stream probe: live or not_live.
+func runProbe(ctx context.Context, st storeAPI, owner callOwner, cmd podCommand, log *zap.Logger) {
+	pctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	live, err := owner.ProbeStream(pctx, cmd.CallSID, cmd.StreamSID)
+	cancel()
+	result := replyNotLive
+	if live && err == nil {
+		result = replyLive
+	}
+	log.Debug("stream probe", zap.String("call_sid", cmd.CallSID), zap.String("stream_sid", clipField(cmd.StreamSID, 64)),
+		zap.String("result", result), zap.NamedError("why", err))
+	reply(ctx, st, cmd, result, log)
+}
+
+// reply publishes result to the command's reply topic, if any.
+func reply(ctx context.Context, st storeAPI, cmd podCommand, result string, log *zap.Logger) {
+	if cmd.ReplyTo == "" {
+		return
+	}
+	rb, _ := json.Marshal(podReply{Result: result})
+	rctx, cancel := context.WithTimeout(ctx, replyTimeout)
+	defer cancel()
+	if err := st.Publish(rctx, cmd.ReplyTo, rb); err != nil {
+		log.Warn("pod command reply not sent", zap.String("call_sid", cmd.CallSID), zap.String("op", clipOp(cmd.Op)), zap.Error(err))
+	}
+}
+
+// runCommand acts on one operator command and publishes the reply.
+func runCommand(ctx context.Context, st storeAPI, owner callOwner, cmd podCommand, log *zap.Logger) {
 	var err error
 	switch cmd.Op {
 	case "transfer":
@@ -240,21 +341,16 @@ func runCommand(ctx context.Context, st storeAPI, owner callOwner, b []byte, log
 	}
 	log.Info("operator command", zap.String("call_sid", cmd.CallSID), zap.String("op", cmd.Op),
 		zap.String("destination", cmd.Destination), zap.String("result", result))
-	if cmd.ReplyTo == "" {
-		return
-	}
-	rb, _ := json.Marshal(podReply{Result: result})
-	rctx, cancel := context.WithTimeout(ctx, replyTimeout)
-	defer cancel()
-	if err := st.Publish(rctx, cmd.ReplyTo, rb); err != nil {
-		log.Warn("operator command reply not sent", zap.String("call_sid", cmd.CallSID), zap.Error(err))
-	}
+	reply(ctx, st, cmd, result, log)
 }
 
 // clipOp bounds an unknown op name before it is logged.
-func clipOp(op string) string {
-	if len(op) > 32 {
-		return op[:32]
+func clipOp(op string) string { return clipField(op, 32) }
+
+// clipField bounds a field from the topic before it is logged.
+func clipField(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
 	}
-	return op
+	return s
 }

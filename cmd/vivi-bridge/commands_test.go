@@ -15,10 +15,17 @@ import (
 	"github.com/vivi/bridge/store"
 )
 
-// fakeOwner answers commands with err and records them.
+// fakeOwner answers commands with err (probes with live and err) and
+// records them.
 type fakeOwner struct {
-	err error
-	got chan string
+	err  error
+	live bool
+	got  chan string
+}
+
+func (f *fakeOwner) ProbeStream(_ context.Context, sid, stream string) (bool, error) {
+	f.got <- "probe " + sid + " " + stream
+	return f.live, f.err
 }
 
 func (f *fakeOwner) TransferCall(sid, dest string) error {
@@ -85,12 +92,13 @@ func TestOperatorCommandReplies(t *testing.T) {
 }
 
 // FuzzPodCommand: whatever arrives on a pod's command topic, the listener
-// neither crashes nor acts on anything but a well-formed transfer or hangup,
-// and it replies only where the command asks.
+// neither crashes nor acts on anything but a well-formed transfer, hangup or
+// probe, and it replies only where the command asks.
 func FuzzPodCommand(f *testing.F) {
 	for _, s := range []string{
 		`{"op":"hangup","callSid":"CA1","replyTo":"reply:1"}`,
 		`{"op":"transfer","callSid":"CA1","destination":"Billing","replyTo":"reply:2"}`,
+		`{"op":"probe","callSid":"CA1","streamSid":"MZ1","replyTo":"reply:3"}`,
 		`{"op":"reboot","callSid":"CA1"}`, `{"op":1}`, `null`, `[]`, ``, `{"op":"hangup"`,
 	} {
 		f.Add([]byte(s))
@@ -98,14 +106,65 @@ func FuzzPodCommand(f *testing.F) {
 	st := store.NewMemory(store.Options{})
 	owner := &fakeOwner{got: make(chan string, 1)}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		runCommand(context.Background(), st, owner, b, zap.NewNop())
+		dispatch(context.Background(), st, owner, b, nil, zap.NewNop()) // nil slots: a probe runs in turn
 		select {
 		case got := <-owner.got:
 			var cmd podCommand
-			if err := json.Unmarshal(b, &cmd); err != nil || (cmd.Op != "transfer" && cmd.Op != "hangup") {
+			if err := json.Unmarshal(b, &cmd); err != nil || (cmd.Op != "transfer" && cmd.Op != "hangup" && cmd.Op != opProbe) {
 				t.Fatalf("acted on %q: %s", b, got)
 			}
 		default:
+		}
+	})
+}
+
+// TestProbeReplies: a probe reaches the owning pod over pub/sub with the
+// stream SID, and only its "live" answers live; a pod that does not answer
+// is an error (the webhook then reconnects). A probe of this pod's own
+// stream asks the bridge directly.
+func TestProbeReplies(t *testing.T) {
+	ctx := context.Background()
+	tests := map[string]struct {
+		live bool
+		err  error
+		want bool
+	}{
+		"live":     {true, nil, true},
+		"not live": {false, nil, false},
+		"not here": {false, bridge.ErrCallNotHere, false},
+		"gave up":  {true, context.DeadlineExceeded, false},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			st := store.NewMemory(store.Options{})
+			lctx, cancel := context.WithCancel(ctx)
+			defer cancel()
+			owner := &fakeOwner{live: tc.live, err: tc.err, got: make(chan string, 2)}
+			if err := listenCommands(lctx, st, "pod-a", owner, zap.NewNop()); err != nil {
+				t.Fatal(err)
+			}
+			c := commander{st: st, podID: "pod-b"}
+			if live, err := c.ProbeStream(ctx, "pod-a", "CA1", "MZ1"); live != tc.want || err != nil {
+				t.Fatalf("probe: %v, %v; want %v", live, err, tc.want)
+			}
+			if got := <-owner.got; got != "probe CA1 MZ1" {
+				t.Fatalf("owner got %q", got)
+			}
+			local := commander{st: st, podID: "pod-a", local: owner}
+			if live, _ := local.ProbeStream(ctx, "pod-a", "CA1", "MZ1"); live != tc.want {
+				t.Fatalf("local probe: %v; want %v", live, tc.want)
+			}
+			if got := <-owner.got; got != "probe CA1 MZ1" {
+				t.Fatalf("owner got %q", got)
+			}
+		})
+	}
+	t.Run("no owner", func(t *testing.T) {
+		c := commander{st: store.NewMemory(store.Options{})}
+		qctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+		defer cancel()
+		if live, err := c.ProbeStream(qctx, "pod-gone", "CA1", "MZ1"); live || !errors.Is(err, channel.ErrNoOwner) {
+			t.Fatalf("probe of a dead pod: %v, %v", live, err)
 		}
 	})
 }
