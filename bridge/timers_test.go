@@ -1,7 +1,6 @@
 package bridge
 
 import (
-	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -57,23 +56,5 @@ func (f *fakeAfter) await(t *testing.T, d time.Duration, n int) *fakeTimer {
 	return got
 }
 
-// durations returns the durations asked for, in order.
-func (f *fakeAfter) durations() []time.Duration {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	var out []time.Duration
-	for _, ft := range f.timers {
-		out = append(out, ft.d)
-	}
-	return out
-}
-
 // fire fires the timer (as a time.After channel does, at most once).
 func (ft *fakeTimer) fire() { ft.c <- time.Now() }
-
-// count returns how many timers of duration d were asked for.
-func (f *fakeAfter) count(d time.Duration) int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return len(slices.DeleteFunc(slices.Clone(f.timers), func(ft *fakeTimer) bool { return ft.d != d }))
-}
