@@ -141,9 +141,7 @@ func (c *call) run() {
 	c.wg.Add(2)
 	go c.readTwilio()
 	go c.writeTwilio()
-	startTimer := time.NewTimer(c.cfg.StartTimeout)
-	defer startTimer.Stop()
-	startC := startTimer.C
+	startC := c.cfg.After(c.cfg.StartTimeout)
 	for c.endReason == "" {
 		if c.phase != awaitingStart {
 			startC = nil

@@ -64,8 +64,8 @@ func (c *call) onResponseDone() {
 		c.respWanted = false
 		c.createResponse("")
 	}
-	c.hangup.responseDone(c.cfg.HangupWait)
-	c.xferWait.responseDone(c.cfg.HangupWait)
+	c.hangup.responseDone(c.cfg.After, c.cfg.HangupWait)
+	c.xferWait.responseDone(c.cfg.After, c.cfg.HangupWait)
 	c.checkWaits()
 }
 
@@ -159,7 +159,7 @@ func (c *call) startTransfer(d Destination, via, callID string) {
 	c.xferReq = TransferRequest{CallSID: c.callSID, ChannelID: c.claims.ChannelID, AgentID: c.claims.AgentID, Destination: d, Via: via}
 	c.xferCallID = callID
 	c.log.Info("transfer requested; waiting for the announcement to finish", zap.String("destination", d.Name), zap.String("via", via))
-	c.xferWait.begin(c.respActive, c.cfg.HangupWait)
+	c.xferWait.begin(c.cfg.After, c.respActive, c.cfg.HangupWait)
 	c.checkWaits()
 }
 
@@ -285,30 +285,30 @@ func (c *call) addTurn(role, text string) {
 // speechWait is an action (end_call's hang-up, a transfer) waiting for the
 // agent's current speech to finish playing: first the response that carries
 // it done (bounded by twice the wait), then its last mark echoed (bounded by
-// the wait).
+// the wait). Its timer comes from Config.After.
 type speechWait struct {
 	pending   bool // the action was asked for
 	afterDone bool // the response that carried it is done
 	started   bool // the action is under way
-	timer     *time.Timer
+	timeout   <-chan time.Time
 }
 
 // begin starts waiting; respActive says whether a response is still running.
-func (w *speechWait) begin(respActive bool, d time.Duration) {
+func (w *speechWait) begin(after func(time.Duration) <-chan time.Time, respActive bool, d time.Duration) {
 	w.pending = true
 	if respActive {
-		w.reset(2 * d)
+		w.timeout = after(2 * d)
 		return
 	}
 	w.afterDone = true
-	w.reset(d)
+	w.timeout = after(d)
 }
 
 // responseDone moves on to waiting for the playout to drain.
-func (w *speechWait) responseDone(d time.Duration) {
+func (w *speechWait) responseDone(after func(time.Duration) <-chan time.Time, d time.Duration) {
 	if w.pending && !w.afterDone {
 		w.afterDone = true
-		w.reset(d)
+		w.timeout = after(d) // replaces the response's timer
 	}
 }
 
@@ -317,33 +317,22 @@ func (w *speechWait) ready(idle bool) bool {
 	return w.pending && w.afterDone && !w.started && idle
 }
 
-func (w *speechWait) reset(d time.Duration) {
-	if w.timer == nil {
-		w.timer = time.NewTimer(d)
-		return
-	}
-	w.timer.Reset(d)
-}
-
 func (w *speechWait) timerC() <-chan time.Time {
-	if w.timer == nil || w.started {
+	if w.started {
 		return nil
 	}
-	return w.timer.C
+	return w.timeout
 }
 
-func (w *speechWait) stop() {
-	if w.timer != nil {
-		w.timer.Stop()
-	}
-}
+// stop drops the timer: once started, the action no longer times out.
+func (w *speechWait) stop() { w.timeout = nil }
 
 // startHangup hangs up once the goodbye has played.
 func (c *call) startHangup() {
 	if c.hangup.pending {
 		return
 	}
-	c.hangup.begin(c.respActive, c.cfg.HangupWait)
+	c.hangup.begin(c.cfg.After, c.respActive, c.cfg.HangupWait)
 	c.checkWaits()
 }
 

@@ -101,14 +101,23 @@ func TestBadToken(t *testing.T) {
 	}
 }
 
+// TestNoStart: a stream that sends no start is refused (1008) once
+// StartTimeout ends. The timer is a fakeAfter's: it fires when the test
+// says, not after real time.
 func TestNoStart(t *testing.T) {
-	h := newHarness(t, harnessOpts{cfg: func(c *Config) { c.StartTimeout = 200 * time.Millisecond }})
+	timers := newFakeAfter()
+	h := newHarness(t, harnessOpts{cfg: func(c *Config) { c.After = timers.after }})
 	hdr := http.Header{twiliotest.SignatureHeader: {twiliotest.SignForm(testAuthToken, testSignURL, nil)}}
 	ws, _, err := websocket.DefaultDialer.Dial(h.url, hdr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ws.Close()
+	start := timers.await(t, 10*time.Second, 1) // the default StartTimeout
+	if h.logs.FilterMessage("media stream refused: no start message in time").Len() != 0 {
+		t.Fatal("refused before the start timeout fired")
+	}
+	start.fire()
 	_ = ws.SetReadDeadline(time.Now().Add(waitLimit))
 	_, _, err = ws.ReadMessage()
 	var ce *websocket.CloseError

@@ -39,6 +39,13 @@ type Config struct {
 	BaseContext context.Context
 	// Now is the clock of timestamps and barge-in arithmetic; default time.Now.
 	Now func() time.Time
+	// After is the timer source of the start timeout, the goodbye and
+	// transfer announcement waits (HangupWait) and the operator request
+	// hand-over; default time.After. Tests inject one they fire themselves,
+	// so that "after the timeout" needs no real time. (Since Go 1.23 an
+	// unstopped timer is collected once unreferenced, so the call loop
+	// needs no Stop.)
+	After func(time.Duration) <-chan time.Time
 
 	// StartTimeout bounds the wait for Twilio's connected and start; 10 s.
 	StartTimeout time.Duration
@@ -99,6 +106,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Now == nil {
 		c.Now = time.Now
+	}
+	if c.After == nil {
+		c.After = time.After
 	}
 	if c.TranscriptionModel == "" {
 		c.TranscriptionModel = "gpt-4o-mini-transcribe"
@@ -361,8 +371,6 @@ func (s *Server) deliver(callSID string, f func(*call)) error {
 		return ErrCallNotHere
 	}
 	ran := make(chan error, 1) // the loop never blocks on the answer
-	t := time.NewTimer(deliverTimeout)
-	defer t.Stop()
 	select {
 	case target.results <- func() {
 		if target.phase != live {
@@ -374,7 +382,7 @@ func (s *Server) deliver(callSID string, f func(*call)) error {
 	}:
 	case <-target.done:
 		return ErrCallNotLive
-	case <-t.C:
+	case <-s.cfg.After(deliverTimeout):
 		s.log.Warn("operator request not delivered: call loop busy", zap.String("call_sid", callSID))
 		return ErrCallBusy
 	}

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"go.uber.org/goleak"
@@ -139,42 +140,53 @@ func TestACLSyncPodsConcurrently(t *testing.T) {
 }
 
 // TestACLSyncRunStops: Run reconciles periodically and returns, leaving no
-// goroutine behind, when its context ends.
+// goroutine behind, when its context ends. It runs in a synctest bubble
+// (see aclsync_time_test.go): the periodic reconcile comes exactly one
+// Interval after the first, in fake time.
 func TestACLSyncRunStops(t *testing.T) {
 	before := goleak.IgnoreCurrent()
 	t.Cleanup(func() { goleak.VerifyNone(t, before) }) // registered first, so it runs last
-	rest, sip := newSIPFake(t)
-	var mu sync.Mutex
-	ips := []string{"203.0.113.10"}
-	lister := channelsFunc(func(context.Context) ([]channel.Channel, error) {
-		mu.Lock()
-		defer mu.Unlock()
-		return channelsWith(ips...), nil
-	})
-	s := newACLSync(t, rest, lister, channel.ACLSyncConfig{Interval: 20 * time.Millisecond})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		s.Run(ctx)
-	}()
-	waitFor(t, "the first reconcile", func() bool {
+	synctest.Test(t, func(t *testing.T) {
+		var mu sync.Mutex
+		ips := []string{"203.0.113.10"}
+		lister := channelsFunc(func(context.Context) ([]channel.Channel, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			return channelsWith(ips...), nil
+		})
+		const interval = 5 * time.Minute
+		m := newMemSync(t, lister, channel.ACLSyncConfig{Interval: interval})
+		sip := m.sip
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			m.sync.Run(ctx)
+		}()
+		synctest.Wait()
 		l := sip.Lists(aclList)
-		return len(l) == 1 && slices.Equal(sip.IPs(l[0]), []string{"203.0.113.10"})
+		if len(l) != 1 || !slices.Equal(sip.IPs(l[0]), []string{"203.0.113.10"}) {
+			t.Fatalf("after the first reconcile: lists %v", l)
+		}
+		// A change nobody synced (another pod's, say) is picked up by the
+		// periodic reconcile, and not before.
+		mu.Lock()
+		ips = []string{"198.51.100.9"}
+		mu.Unlock()
+		time.Sleep(interval - time.Nanosecond)
+		synctest.Wait()
+		if got := sip.IPs(theList(t, sip)); !slices.Equal(got, []string{"203.0.113.10"}) {
+			t.Fatalf("IPs before the Interval ended: %v", got)
+		}
+		time.Sleep(time.Nanosecond)
+		synctest.Wait()
+		if got := sip.IPs(theList(t, sip)); !slices.Equal(got, []string{"198.51.100.9"}) {
+			t.Fatalf("IPs after the periodic reconcile: %v", got)
+		}
+		cancel()
+		<-done // a Run that did not return would fail the bubble as deadlocked
+		if !strings.HasPrefix(m.sync.ListName(), "vivi-") {
+			t.Errorf("ListName = %q", m.sync.ListName())
+		}
 	})
-	// A change nobody synced (another pod's, say) is picked up by the
-	// periodic reconcile.
-	mu.Lock()
-	ips = []string{"198.51.100.9"}
-	mu.Unlock()
-	waitFor(t, "the periodic reconcile", func() bool { return slices.Equal(sip.IPs(theList(t, sip)), []string{"198.51.100.9"}) })
-	cancel()
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		t.Fatal("Run did not return after its context ended")
-	}
-	if !strings.HasPrefix(s.ListName(), "vivi-") {
-		t.Errorf("ListName = %q", s.ListName())
-	}
 }

@@ -94,24 +94,12 @@ type apiError struct {
 // NewREST starts the fake on 127.0.0.1 on a free port. Like
 // httptest.NewServer it panics if it cannot listen. Close it when done.
 func NewREST(opts RESTOptions) *REST {
-	if opts.Logger == nil {
-		opts.Logger = zap.NewNop()
-	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		panic(fmt.Sprintf("twiliotest: REST fake: listen: %v", err))
 	}
-	r := &REST{
-		opts:    opts,
-		log:     opts.Logger,
-		ln:      ln,
-		mux:     http.NewServeMux(),
-		served:  make(chan struct{}),
-		changed: make(chan struct{}),
-		calls:   map[string]string{},
-	}
-	r.mux.HandleFunc("/2010-04-01/Accounts/{AccountSid}/Calls/{file}", r.handleCall)
-	r.mux.HandleFunc("/", func(w http.ResponseWriter, req *http.Request) { notFound(w, req) })
+	r := newREST(opts)
+	r.ln = ln
 	r.srv = &http.Server{
 		Handler:           http.HandlerFunc(r.serve),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -124,14 +112,40 @@ func NewREST(opts RESTOptions) *REST {
 	return r
 }
 
-// URL returns the base URL of the fake, e.g. http://127.0.0.1:41234.
-func (r *REST) URL() string { return "http://" + r.ln.Addr().String() }
+// newREST returns the fake with its routes and no listener.
+func newREST(opts RESTOptions) *REST {
+	if opts.Logger == nil {
+		opts.Logger = zap.NewNop()
+	}
+	r := &REST{
+		opts:    opts,
+		log:     opts.Logger,
+		mux:     http.NewServeMux(),
+		served:  make(chan struct{}),
+		changed: make(chan struct{}),
+		calls:   map[string]string{},
+	}
+	r.mux.HandleFunc("/2010-04-01/Accounts/{AccountSid}/Calls/{file}", r.handleCall)
+	r.mux.HandleFunc("/", func(w http.ResponseWriter, req *http.Request) { notFound(w, req) })
+	return r
+}
+
+// URL returns the base URL of the fake, e.g. http://127.0.0.1:41234, or
+// http://twilio.invalid for NewMemREST (nothing listens).
+func (r *REST) URL() string {
+	if r.ln == nil {
+		return "http://twilio.invalid"
+	}
+	return "http://" + r.ln.Addr().String()
+}
 
 // Close stops the fake and closes every connection. It is idempotent.
 func (r *REST) Close() {
 	r.once.Do(func() {
-		_ = r.srv.Close()
-		<-r.served
+		if r.srv != nil { // nil for NewMemREST
+			_ = r.srv.Close()
+			<-r.served
+		}
 		r.mu.Lock()
 		defer r.mu.Unlock()
 		r.closed = true
