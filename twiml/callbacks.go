@@ -306,10 +306,13 @@ const outcomeStale = "stale_callback"
 
 // staleConnect reports whether a <Connect action> callback about connect
 // generation gen and stream streamSID (either may be empty) is not about
-// the call's current <Connect>. A session stored without a generation (by an
-// earlier version) is judged by the stream alone.
+// the call's current <Connect>. A callback without a generation (posted to
+// the bare path, as DESIGN's contract shows it, or for a session stored by
+// an earlier version) is judged by the stream and the owning pod alone: a
+// replayed Twilio request cannot drop the generation, because the signature
+// covers the URL with its query.
 func staleConnect(s *session.Session, gen, streamSID string) bool {
-	if s.Connect != nil && gen != s.Connect.ID {
+	if gen != "" && s.Connect != nil && gen != s.Connect.ID {
 		return true
 	}
 	return streamSID != "" && s.StreamSID != "" && streamSID != s.StreamSID

@@ -206,7 +206,6 @@ func TestConnectEndedStaleLeavesLiveCall(t *testing.T) {
 		return p
 	}
 	tests := map[string]func(action string) (string, url.Values){
-		"no generation": func(string) (string, url.Values) { return ConnectEndedPath, connectEnded("CA1") },
 		"another generation": func(string) (string, url.Values) {
 			return ConnectEndedPath + "?connect=0badc0ffee", connectEnded("CA1")
 		},
@@ -304,5 +303,17 @@ func wantHangup(t *testing.T, w *httptest.ResponseRecorder) {
 	}
 	if v := verb(t, w.Body.String()); v.Name != "Hangup" {
 		t.Fatalf("want <Hangup/>, got %s", w.Body)
+	}
+}
+
+// A connect-ended posted to the bare path (as the documented contract shows
+// it, without the generation) is not stale for that alone: with no pod to
+// say the stream is live, the call reconnects as before generations existed.
+func TestConnectEndedBarePathReconnects(t *testing.T) {
+	x := newHarness(t, "https://host.example", true)
+	x.liveCall(t, "CA1")
+	answered(t, x.post(ConnectEndedPath, connectEnded("CA1")), "host.example")
+	if s := x.sessions.get(t, "CA1"); countEvents(s, EventReconnect) != 1 {
+		t.Fatalf("reconnects %d, want 1", countEvents(s, EventReconnect))
 	}
 }

@@ -130,10 +130,13 @@ const outcomeNotTransferring = "not_transferring_"
 
 // staleRefer reports whether a refer outcome about transfer attempt id (may
 // be empty) is not about the attempt in flight, the session's last one. An
-// attempt recorded without an id (an earlier version) is not judged by id.
+// outcome without an id (posted to the bare path, as DESIGN's contract shows
+// it) or an attempt recorded without one (an earlier version) is not judged
+// by id: a replayed Twilio request cannot drop the id, because the signature
+// covers the URL with its query.
 func staleRefer(s *session.Session, id string) bool {
 	t := s.LastTransfer()
-	return t != nil && t.ID != "" && id != t.ID
+	return id != "" && t != nil && t.ID != "" && id != t.ID
 }
 
 // describeRefer is the timeline detail of a failed refer, e.g. "busy (REFER 202, NOTIFY 486)".

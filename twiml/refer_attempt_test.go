@@ -91,7 +91,6 @@ func TestReferStatusOfEarlierAttemptIsStale(t *testing.T) {
 		"replay busy":        {first, referStatus("CA1", "busy", "202", "486")},
 		"replay in-progress": {first, referStatus("CA1", "in-progress", "202", "200")},
 		"replay canceled":    {first, referStatus("CA1", "canceled", "202", "180")},
-		"no attempt":         {ReferStatusPath, referStatus("CA1", "in-progress", "202", "200")},
 		"attempt + garbage":  {second + "x", referStatus("CA1", "in-progress", "202", "200")},
 	}
 	for name, tc := range replays {
@@ -138,6 +137,21 @@ func TestReferStatusAttemptWithoutID(t *testing.T) {
 	}
 }
 
+// An outcome posted to the bare path (as the documented contract shows it)
+// for an attempt that has an id is decided by its outcome: only an id that
+// names another attempt makes a callback stale.
+func TestReferStatusBarePathDecides(t *testing.T) {
+	x := newHarness(t, "https://host.example", true)
+	x.transferring(t, "CA1")
+	s := x.sessions.get(t, "CA1")
+	s.Transfers[len(s.Transfers)-1].ID = "a1"
+	x.sessions.put(s)
+	wantHangup(t, x.post(ReferStatusPath, referStatus("CA1", "in-progress", "202", "200")))
+	if s := x.sessions.get(t, "CA1"); s.State != session.Transferred {
+		t.Fatalf("session %s", s.State)
+	}
+}
+
 // FuzzReferStatus posts arbitrary action queries and bodies to refer-status
 // (signature checking off) for a call whose transfer attempt "a1" is in
 // flight: it never panics, answers a TwiML document (or 400/413), and an
@@ -148,6 +162,7 @@ func FuzzReferStatus(f *testing.F) {
 	f.Add("transfer=a1", referStatus("CA1", "busy", "202", "486").Encode())
 	f.Add("transfer=a0", referStatus("CA1", "in-progress", "202", "200").Encode())
 	f.Add("", referStatus("CA1", "canceled", "202", "180").Encode())
+	f.Add("transfer=", referStatus("CA1", "in-progress", "202", "200").Encode())
 	f.Add("transfer=a1&transfer=a0", "CallSid=CA1")
 	f.Add("transfer=%zz;a1", "CallSid=CA1&ReferCallStatus=%00")
 	f.Add("transfer="+strings.Repeat("a1", 40), "CallSid=CA2")
@@ -162,7 +177,8 @@ func FuzzReferStatus(f *testing.F) {
 		r := httptest.NewRequest(http.MethodPost, ReferStatusPath, strings.NewReader(body))
 		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 		r.URL.RawQuery = query
-		stale := r.URL.Query().Get(session.TransferParam) != "a1"
+		id := r.URL.Query().Get(session.TransferParam)
+		stale := id != "" && id != "a1" // no id: judged by the outcome, as before attempts had ids
 		w := x.serve(r)
 		switch w.Code {
 		case http.StatusOK:
