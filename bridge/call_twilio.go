@@ -265,7 +265,7 @@ func (c *call) onCallerAudio(m twilioMsg) {
 		c.toModel(m.buf)
 		return
 	}
-	c.held.push(heldFrame{buf: m.buf, audio: m.audio}, c.srv.pool.put)
+	c.held.push(heldChunk{buf: m.buf, audio: m.audio}, c.srv.pool.put)
 	c.flushHeld() // a flush that did not fit goes on, in order
 }
 

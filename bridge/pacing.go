@@ -25,51 +25,17 @@ const (
 	holdLimit = 60 * 1000 * bytesPerMs
 )
 
-// heldChunk is one media message (without its mark) waiting to be sent.
-type heldChunk struct {
-	buf   *[]byte
-	item  string
-	audio int
-}
-
 // agentHold is the FIFO of agent audio held back by pacing; owned by the
 // loop.
-type agentHold struct {
-	chunks []heldChunk
-	head   int
-	bytes  int
-}
-
-func (h *agentHold) len() int { return len(h.chunks) - h.head }
+type agentHold struct{ audioQueue }
 
 // push holds c unless that would exceed holdLimit (false: the caller drops it).
 func (h *agentHold) push(c heldChunk) bool {
 	if h.bytes+c.audio > holdLimit {
 		return false
 	}
-	if h.head > 64 && h.head > len(h.chunks)/2 {
-		n := copy(h.chunks, h.chunks[h.head:])
-		clear(h.chunks[n:])
-		h.chunks, h.head = h.chunks[:n], 0
-	}
-	h.chunks = append(h.chunks, c)
-	h.bytes += c.audio
+	h.audioQueue.push(c)
 	return true
-}
-
-// peek returns the oldest held chunk; the hold must not be empty.
-func (h *agentHold) peek() *heldChunk { return &h.chunks[h.head] }
-
-// pop removes and returns the oldest held chunk; the hold must not be empty.
-func (h *agentHold) pop() heldChunk {
-	c := h.chunks[h.head]
-	h.chunks[h.head] = heldChunk{}
-	h.head++
-	h.bytes -= c.audio
-	if h.head == len(h.chunks) {
-		h.chunks, h.head = h.chunks[:0], 0
-	}
-	return c
 }
 
 // canSend reports whether n more bytes may go to Twilio now: always when

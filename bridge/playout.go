@@ -166,60 +166,20 @@ func (p *playout) interrupt(now time.Time) []truncation {
 // model is not ready, up to limit bytes of audio; beyond that the oldest is
 // dropped and counted. Owned by the call loop.
 type heldAudio struct {
-	frames       []heldFrame
-	head         int
-	bytes        int
+	audioQueue
 	limit        int
 	dropped      int // frames dropped since the last drain
 	droppedBytes int
 }
 
-type heldFrame struct {
-	buf   *[]byte
-	audio int
-}
-
-// push holds a frame and returns the buffers evicted to make room.
-func (h *heldAudio) push(f heldFrame, evicted func(*[]byte)) {
-	h.frames = append(h.frames, f)
-	h.bytes += f.audio
-	for h.bytes > h.limit && h.head < len(h.frames)-1 {
-		old := h.frames[h.head]
-		h.frames[h.head] = heldFrame{}
-		h.head++
-		h.bytes -= old.audio
+// push holds a chunk and hands the buffers evicted to make room to evicted.
+// The newest chunk is always kept.
+func (h *heldAudio) push(c heldChunk, evicted func(*[]byte)) {
+	h.audioQueue.push(c)
+	for h.bytes > h.limit && h.len() > 1 {
+		old := h.pop()
 		h.dropped++
 		h.droppedBytes += old.audio
 		evicted(old.buf)
 	}
-	if h.head > 64 && h.head > len(h.frames)/2 {
-		n := copy(h.frames, h.frames[h.head:])
-		clear(h.frames[n:])
-		h.frames = h.frames[:n]
-		h.head = 0
-	}
 }
-
-// pop removes and returns the oldest held frame; the buffer must not be empty.
-func (h *heldAudio) pop() heldFrame {
-	f := h.frames[h.head]
-	h.frames[h.head] = heldFrame{}
-	h.head++
-	h.bytes -= f.audio
-	if h.head == len(h.frames) {
-		h.frames, h.head = h.frames[:0], 0
-	}
-	return f
-}
-
-// drain returns the held frames in order and empties the buffer. The
-// returned slice is valid until the next push.
-func (h *heldAudio) drain() []heldFrame {
-	out := h.frames[h.head:]
-	h.frames = h.frames[:0]
-	h.head, h.bytes = 0, 0
-	return out
-}
-
-// len returns the number of frames held.
-func (h *heldAudio) len() int { return len(h.frames) - h.head }

@@ -112,7 +112,7 @@ func TestHeldAudio(t *testing.T) {
 	var evicted []int
 	mk := func(id int) *[]byte { b := []byte{byte(id)}; return &b }
 	for i := 1; i <= 5; i++ {
-		h.push(heldFrame{buf: mk(i), audio: 100}, func(b *[]byte) { evicted = append(evicted, int((*b)[0])) })
+		h.push(heldChunk{buf: mk(i), audio: 100}, func(b *[]byte) { evicted = append(evicted, int((*b)[0])) })
 	}
 	if !reflect.DeepEqual(evicted, []int{1, 2}) || h.dropped != 2 || h.droppedBytes != 200 {
 		t.Fatalf("evicted %v dropped %d/%d", evicted, h.dropped, h.droppedBytes)
@@ -126,9 +126,9 @@ func TestHeldAudio(t *testing.T) {
 	}
 	// A long hold compacts and stays bounded.
 	for i := range 1000 {
-		h.push(heldFrame{buf: mk(i), audio: 100}, func(*[]byte) {})
+		h.push(heldChunk{buf: mk(i), audio: 100}, func(*[]byte) {})
 	}
-	if h.len() != 3 || cap(h.frames) > 256 {
-		t.Fatalf("len %d cap %d", h.len(), cap(h.frames))
+	if h.len() != 3 || cap(h.chunks) > 256 {
+		t.Fatalf("len %d cap %d", h.len(), cap(h.chunks))
 	}
 }

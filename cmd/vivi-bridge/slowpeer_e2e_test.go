@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/vivi/bridge/bridge/realtime/realtimetest"
+	"github.com/vivi/bridge/internal/testwait"
 	"github.com/vivi/bridge/store"
 )
 
@@ -88,17 +89,14 @@ func measure(t *testing.T) counts {
 func settleTo(t *testing.T, base counts) counts {
 	t.Helper()
 	const slack = 3
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		now := measure(t)
-		if now.goroutines <= base.goroutines+slack && now.fds <= base.fds+slack {
-			return now
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the bridge still holds connections: %v, baseline %v", now, base)
-		}
-		time.Sleep(10 * time.Millisecond) // polling interval, not synchronisation
+	var now counts
+	if err := testwait.Poll(5*time.Second, func() bool {
+		now = measure(t)
+		return now.goroutines <= base.goroutines+slack && now.fds <= base.fds+slack
+	}); err != nil {
+		t.Fatalf("the bridge still holds connections: %v, baseline %v", now, base)
 	}
+	return now
 }
 
 // waitClosedByServer reads c until the server closes it (EOF or reset) and
