@@ -17,6 +17,16 @@ ping() {
   fi
 }
 
+# The Redis Cluster and Sentinel tests (internal/redistest) start their own
+# servers, so the binaries are needed even when a Redis already answers.
+for bin in redis-server redis-cli; do
+  if ! command -v "$bin" >/dev/null 2>&1; then
+    echo "ensure-redis: $bin is not installed; the tests need it (the Cluster and Sentinel tests start their own servers)." >&2
+    echo "ensure-redis: install Redis 7 (Debian/Ubuntu: apt-get install -y redis-server; macOS: brew install redis)." >&2
+    exit 1
+  fi
+done
+
 if ping; then exit 0; fi
 
 if ! command -v redis-server >/dev/null 2>&1; then
@@ -30,7 +40,17 @@ echo "ensure-redis: starting redis-server on $host:$port (data in $dir, nothing 
 redis-server --daemonize yes --bind "$host" --port "$port" --save "" --appendonly no \
   --dir "$dir" --logfile "$dir/redis.log" >/dev/null
 for _ in $(seq 1 50); do
-  if ping; then exit 0; fi
+  # The Redis Cluster and Sentinel tests (internal/redistest) start their own
+# servers, so the binaries are needed even when a Redis already answers.
+for bin in redis-server redis-cli; do
+  if ! command -v "$bin" >/dev/null 2>&1; then
+    echo "ensure-redis: $bin is not installed; the tests need it (the Cluster and Sentinel tests start their own servers)." >&2
+    echo "ensure-redis: install Redis 7 (Debian/Ubuntu: apt-get install -y redis-server; macOS: brew install redis)." >&2
+    exit 1
+  fi
+done
+
+if ping; then exit 0; fi
   sleep 0.1
 done
 echo "ensure-redis: redis-server did not answer on $host:$port within 5 s; see $dir/redis.log" >&2

@@ -19,7 +19,8 @@ const (
 	// ClientDialTimeout bounds one connection attempt (Redis is on the
 	// local network; an unanswered SYN means a dead host).
 	ClientDialTimeout = time.Second
-	// ClientDialerRetries is how many times a failed dial is tried again.
+	// ClientDialerRetries is how many dial attempts one new connection gets
+	// (go-redis counts the first; its default is 5).
 	ClientDialerRetries = 2
 	// ClientReadTimeout and ClientWriteTimeout bound one command's reply
 	// and send; the store's commands are small (a session, a page of 100).

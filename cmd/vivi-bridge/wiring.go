@@ -36,6 +36,11 @@ func newLogger(c config, w io.Writer) (*zap.Logger, error) {
 
 // openStore returns the Redis store when REDIS_URL or REDIS_ADDRS is set,
 // else the in-memory one. The returned close func releases the client.
+// REDIS_ADDRS with REDIS_MASTER_NAME names sentinels (a Sentinel client that
+// follows the master they elect); REDIS_ADDRS with two or more addresses and
+// no master name names Cluster seed nodes; one address alone is one server.
+// store.NewUniversalClient bounds the timeouts and reloads a Cluster's slot
+// map when a node fails, so a failover costs seconds.
 func openStore(ctx context.Context, c config) (storeAPI, func(), error) {
 	opts := store.Options{Prefix: c.RedisPrefix, Retention: c.SessionRetention}
 	var client redis.UniversalClient
@@ -47,7 +52,7 @@ func openStore(ctx context.Context, c config) (storeAPI, func(), error) {
 		}
 		client = redis.NewClient(o)
 	case len(c.RedisAddrs) > 0:
-		client = redis.NewUniversalClient(&redis.UniversalOptions{Addrs: c.RedisAddrs, MasterName: c.RedisMasterName})
+		client = store.NewUniversalClient(&redis.UniversalOptions{Addrs: c.RedisAddrs, MasterName: c.RedisMasterName})
 	default:
 		return store.NewMemory(opts), func() {}, nil
 	}
