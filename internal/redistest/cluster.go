@@ -3,6 +3,7 @@ package redistest
 import (
 	"context"
 	"fmt"
+	"net"
 	"os/exec"
 	"slices"
 	"strconv"
@@ -58,6 +59,7 @@ func StartCluster(t testing.TB) *Cluster {
 		c.Nodes = append(c.Nodes, n)
 		c.Addrs = append(c.Addrs, n.Addr)
 	}
+	nodesUp := time.Since(begin)
 	args := append([]string{"--cluster", "create"}, c.Addrs...)
 	args = append(args, "--cluster-replicas", "1", "--cluster-yes")
 	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
@@ -65,7 +67,9 @@ func StartCluster(t testing.TB) *Cluster {
 	if out, err := exec.CommandContext(ctx, "redis-cli", args...).CombinedOutput(); err != nil {
 		t.Fatalf("redistest: redis-cli %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
+	created := time.Since(begin)
 	c.WaitStable(t)
+	stable := time.Since(begin)
 	pollState(t, startTimeout, "every replica in sync and known to every node", func(ctx context.Context) error {
 		for _, n := range c.Nodes {
 			slots, _, err := slotMap(ctx, n.Admin())
@@ -73,8 +77,8 @@ func StartCluster(t testing.TB) *Cluster {
 				return fmt.Errorf("%s: %w", n.Addr, err)
 			}
 			for _, s := range slots {
-				if len(s.Nodes) != 2 {
-					return fmt.Errorf("%s: %w: slots %d-%d served by %d nodes", n.Addr, errNotYet, s.Start, s.End, len(s.Nodes))
+				if s.Master == "" || len(s.Replicas) != 1 {
+					return fmt.Errorf("%s: %w: slots %d-%d: master %q, replicas %v", n.Addr, errNotYet, s.Start, s.End, s.Master, s.Replicas)
 				}
 			}
 		}
@@ -91,7 +95,9 @@ func StartCluster(t testing.TB) *Cluster {
 		return nil
 	})
 	c.Started = time.Since(begin)
-	t.Logf("redistest: Redis Cluster of 3 masters + 3 replicas on %v up in %v", c.Addrs, c.Started.Round(time.Millisecond))
+	t.Logf("redistest: Redis Cluster of 3 masters + 3 replicas on %v up in %v (processes %v, redis-cli --cluster create %v, cluster_state:ok %v, replicas synced and known %v)",
+		c.Addrs, c.Started.Round(time.Millisecond), nodesUp.Round(time.Millisecond), (created - nodesUp).Round(time.Millisecond),
+		(stable - created).Round(time.Millisecond), (c.Started - stable).Round(time.Millisecond))
 	return c
 }
 
@@ -116,22 +122,48 @@ func (c *Cluster) alive() []*Node {
 	return out
 }
 
-// slotMap reads CLUSTER SLOTS from n as "start-end master replicas..." lines.
-func slotMap(ctx context.Context, n *redis.Client) ([]redis.ClusterSlot, string, error) {
-	slots, err := n.ClusterSlots(ctx).Result()
+// slotRange is one range of the slot map: its master and live replicas.
+type slotRange struct {
+	Start, End int
+	Master     string   // "" when the range's master has failed
+	Replicas   []string // replicas that have not failed
+}
+
+// slotMap reads CLUSTER SHARDS from n as slot ranges sorted by start, and
+// as text ("start-end master replicas..." lines) for comparing two nodes'.
+func slotMap(ctx context.Context, n *redis.Client) ([]slotRange, string, error) {
+	shards, err := n.ClusterShards(ctx).Result()
 	if err != nil {
 		return nil, "", err
 	}
-	slices.SortFunc(slots, func(a, b redis.ClusterSlot) int { return a.Start - b.Start })
-	var b strings.Builder
-	for _, s := range slots {
-		fmt.Fprintf(&b, "%d-%d", s.Start, s.End)
-		for _, sn := range s.Nodes {
-			b.WriteString(" " + sn.Addr)
+	var out []slotRange
+	for _, sh := range shards {
+		var master string
+		var replicas []string
+		for _, nd := range sh.Nodes {
+			// "loading" is also a replica that has not yet seen a write
+			// (its offset is 0); only a failed node is left out.
+			if nd.Health == "fail" || nd.Health == "failed" {
+				continue
+			}
+			addr := net.JoinHostPort(nd.IP, strconv.FormatInt(nd.Port, 10))
+			if nd.Role == "master" {
+				master = addr
+			} else {
+				replicas = append(replicas, addr)
+			}
 		}
-		b.WriteString("\n")
+		slices.Sort(replicas)
+		for _, r := range sh.Slots {
+			out = append(out, slotRange{Start: int(r.Start), End: int(r.End), Master: master, Replicas: replicas})
+		}
 	}
-	return slots, b.String(), nil
+	slices.SortFunc(out, func(a, b slotRange) int { return a.Start - b.Start })
+	var b strings.Builder
+	for _, r := range out {
+		fmt.Fprintf(&b, "%d-%d %s %v\n", r.Start, r.End, r.Master, r.Replicas)
+	}
+	return out, b.String(), nil
 }
 
 // WaitStable waits until every live node reports cluster_state:ok, all of
@@ -159,7 +191,7 @@ func (c *Cluster) WaitStable(t testing.TB) {
 			covered := 0
 			for _, s := range slots {
 				covered += s.End - s.Start + 1
-				if len(s.Nodes) == 0 || c.node(s.Nodes[0].Addr) == nil || !c.node(s.Nodes[0].Addr).Alive() {
+				if m := c.node(s.Master); m == nil || !m.Alive() {
 					return fmt.Errorf("%s: %w: slots %d-%d have no live master", n.Addr, errNotYet, s.Start, s.End)
 				}
 			}
@@ -177,7 +209,7 @@ func (c *Cluster) WaitStable(t testing.TB) {
 }
 
 // slotEntry returns the slot map entry holding key's slot, read from a live node.
-func (c *Cluster) slotEntry(t testing.TB, key string) redis.ClusterSlot {
+func (c *Cluster) slotEntry(t testing.TB, key string) slotRange {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -198,7 +230,7 @@ func (c *Cluster) slotEntry(t testing.TB, key string) redis.ClusterSlot {
 		}
 	}
 	t.Fatalf("redistest: no live node knows the slot of %q", key)
-	return redis.ClusterSlot{}
+	return slotRange{}
 }
 
 // MasterFor returns the node that is master of key's slot (hash tags count,
@@ -206,9 +238,9 @@ func (c *Cluster) slotEntry(t testing.TB, key string) redis.ClusterSlot {
 func (c *Cluster) MasterFor(t testing.TB, key string) *Node {
 	t.Helper()
 	s := c.slotEntry(t, key)
-	n := c.node(s.Nodes[0].Addr)
+	n := c.node(s.Master)
 	if n == nil {
-		t.Fatalf("redistest: master %s of %q is not one of ours", s.Nodes[0].Addr, key)
+		t.Fatalf("redistest: master %q of %q is not one of ours", s.Master, key)
 	}
 	return n
 }
@@ -217,12 +249,12 @@ func (c *Cluster) MasterFor(t testing.TB, key string) *Node {
 func (c *Cluster) ReplicaFor(t testing.TB, key string) *Node {
 	t.Helper()
 	s := c.slotEntry(t, key)
-	for _, sn := range s.Nodes[1:] {
-		if n := c.node(sn.Addr); n != nil && n.Alive() {
+	for _, addr := range s.Replicas {
+		if n := c.node(addr); n != nil && n.Alive() {
 			return n
 		}
 	}
-	t.Fatalf("redistest: the slot of %q has no live replica (%v)", key, s.Nodes)
+	t.Fatalf("redistest: the slot of %q has no live replica (%v)", key, s.Replicas)
 	return nil
 }
 
@@ -238,7 +270,7 @@ func (c *Cluster) Masters(t testing.TB) []*Node {
 		}
 		var out []*Node
 		for _, s := range slots {
-			if m := c.node(s.Nodes[0].Addr); m != nil && m.Alive() && !slices.Contains(out, m) {
+			if m := c.node(s.Master); m != nil && m.Alive() && !slices.Contains(out, m) {
 				out = append(out, m)
 			}
 		}
@@ -278,8 +310,8 @@ func slotMasterAt(n *Node, key string) string {
 		return ""
 	}
 	for _, s := range slots {
-		if int64(s.Start) <= slot && slot <= int64(s.End) && len(s.Nodes) > 0 {
-			return s.Nodes[0].Addr
+		if int64(s.Start) <= slot && slot <= int64(s.End) {
+			return s.Master
 		}
 	}
 	return ""

@@ -93,6 +93,9 @@ func startNode(t testing.TB, root string, port int, conf []string, extra ...stri
 		"daemonize no",
 		`save ""`,
 		"appendonly no",
+		// A replica's full sync starts at once, not after the default 5 s
+		// wait for more replicas to share it.
+		"repl-diskless-sync-delay 0",
 	}, conf...)
 	confPath := filepath.Join(dir, "redis.conf")
 	if err := os.WriteFile(confPath, []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
