@@ -27,6 +27,17 @@ type Options struct {
 	// Now is the clock. Default time.Now. Memory uses it for every expiry;
 	// Redis uses it for index scores only (Redis expires keys on its own clock).
 	Now func() time.Time
+	// WaitReplicas (Redis only) is how many replicas must have a session
+	// write (WAIT) before CreateSession and UpdateSession return, so that a
+	// write acknowledged to the call is not lost when its master dies and a
+	// replica takes over (Redis replicates asynchronously). 0, the default,
+	// waits for none: a single server has no replica.
+	WaitReplicas int
+	// WaitTimeout bounds that wait. Default 250 ms. A write whose replicas
+	// do not confirm in time is still a write (it is on the master); the
+	// store then stops waiting for noReplicaPause, so that a master left
+	// without a replica (after a failover) costs one timeout, not one per write.
+	WaitTimeout time.Duration
 }
 
 func (o Options) withDefaults() Options {
@@ -41,6 +52,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.Now == nil {
 		o.Now = time.Now
+	}
+	if o.WaitTimeout <= 0 {
+		o.WaitTimeout = DefaultWaitTimeout
 	}
 	return o
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"sort"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -33,6 +34,9 @@ type Redis struct {
 
 	routeScript *redis.Script
 	pruneScript *redis.Script
+
+	// noReplicaUntil (Unix ns) pauses waitReplicas after a WAIT timed out.
+	noReplicaUntil atomic.Int64
 }
 
 // NewRedis returns a store on client; client's lifetime stays the caller's.

@@ -23,6 +23,7 @@ func TestRedisCluster(t *testing.T) {
 	}
 	testStore(t, func(t *testing.T, opts Options) Store {
 		opts.Prefix = ownPrefix(t)
+		opts.WaitReplicas = 1 // as openStore sets it for Cluster and Sentinel
 		return NewRedis(client, opts)
 	})
 }
@@ -39,6 +40,7 @@ func TestRedisSentinel(t *testing.T) {
 	}
 	testStore(t, func(t *testing.T, opts Options) Store {
 		opts.Prefix = ownPrefix(t)
+		opts.WaitReplicas = 1 // as openStore sets it for Cluster and Sentinel
 		return NewRedis(client, opts)
 	})
 }

@@ -26,9 +26,10 @@ const writeTimeout = 5 * time.Second
 const failoverBudget = 20 * time.Second
 
 // callWriter is a call's owner writing its session in a loop: it keeps the
-// authoritative transcript and writes all of it each time (what a writer
-// that retries does), so a write lost by asynchronous replication is
-// repaired by the next one. It counts what the failover cost.
+// authoritative transcript and writes all of it each time, so the final
+// state is right even if a write were lost; it also counts the turns the
+// first write after the failover found missing (acknowledged, then lost
+// with the master), which WaitReplicas makes 0.
 type callWriter struct {
 	t   *testing.T
 	st  *Redis
@@ -121,7 +122,7 @@ func (w *callWriter) failover(fail func()) (lost int) {
 	}
 	w.check()
 	w.t.Logf("store unusable for %v after the failure (the first write landed then); %d attempts failed and were retried, "+
-		"the longest failed attempt took %v; %d acknowledged turns missing after the failover, repaired by the retrying writer",
+		"the longest failed attempt took %v; %d acknowledged turns missing after the failover (the first write includes one WAIT timeout: the new master has no replica)",
 		recovered.Round(time.Millisecond), w.retried, w.maxFailed.Round(time.Millisecond), lost)
 	if w.maxFailed > writeTimeout+time.Second {
 		w.t.Errorf("a failed write took %v, want it bounded by the client's timeouts", w.maxFailed)
@@ -135,14 +136,15 @@ func clusterStore(t *testing.T) (*redistest.Cluster, *Redis) {
 	c := redistest.StartCluster(t)
 	client := NewUniversalClient(&redis.UniversalOptions{Addrs: c.Addrs})
 	t.Cleanup(func() { _ = client.Close() })
-	return c, NewRedis(client, Options{Prefix: ownPrefix(t)})
+	return c, NewRedis(client, Options{Prefix: ownPrefix(t), WaitReplicas: 1, WaitTimeout: time.Second})
 }
 
 // TestRedisClusterFailover: the master of the sessions' slot is killed
 // (SIGKILL) while a call's session is written in a loop; its replica takes
 // over, the writes land again within seconds (bounded attempts, no attempt
-// hangs), the final session is the owner's, and pub/sub on the failed
-// node's slot delivers again.
+// hangs), no acknowledged write is lost (each waited for the replica), the
+// final session is the owner's, and pub/sub on the failed node's slot
+// delivers again.
 func TestRedisClusterFailover(t *testing.T) {
 	c, st := clusterStore(t)
 	sessKey := st.k.activeIndex()
@@ -158,7 +160,9 @@ func TestRedisClusterFailover(t *testing.T) {
 	if c.MasterFor(t, st.k.topic("{sess}commands")) != old {
 		t.Fatal("the test topic is not on the sessions' master")
 	}
-	w.failover(old.Kill)
+	if lost := w.failover(old.Kill); lost != 0 {
+		t.Errorf("%d acknowledged turns lost, want 0: each write waited for the replica (WaitReplicas)", lost)
+	}
 	if got := c.WaitMasterChange(t, sessKey, old); got != replica {
 		t.Fatalf("sessions' slot went to %s, want its replica %s", got.Addr, replica.Addr)
 	}
@@ -206,11 +210,54 @@ func TestRedisSentinelFailover(t *testing.T) {
 	s := redistest.StartSentinel(t)
 	client := NewUniversalClient(&redis.UniversalOptions{Addrs: s.Addrs, MasterName: s.MasterName})
 	t.Cleanup(func() { _ = client.Close() })
-	st := NewRedis(client, Options{Prefix: ownPrefix(t)})
+	st := NewRedis(client, Options{Prefix: ownPrefix(t), WaitReplicas: 1, WaitTimeout: time.Second})
 	w := newCallWriter(t, st, "CA-sentinel")
 	old := s.Master(t)
-	w.failover(old.Kill)
+	if lost := w.failover(old.Kill); lost != 0 {
+		t.Errorf("%d acknowledged turns lost, want 0: each write waited for the replica", lost)
+	}
 	if got := s.WaitMasterChange(t, old); got != s.Servers[1] {
 		t.Fatalf("new master %s, want the replica %s", got.Addr, s.Servers[1].Addr)
+	}
+}
+
+// TestRedisWaitReplicasPause: with WaitReplicas on a master that has no
+// replica (the plain test server), the first session write waits
+// WaitTimeout and still succeeds; the writes after it send no WAIT for
+// noReplicaPause instead of each paying the timeout. Without WaitReplicas
+// no WAIT is sent at all.
+func TestRedisWaitReplicasPause(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		wait  int
+		waits int
+	}{{"off", 0, 0}, {"no replica", 1, 1}} {
+		t.Run(tc.name, func(t *testing.T) {
+			rec := &recorder{}
+			st := NewRedis(testClient(t, rec), Options{Prefix: testPrefix(t), WaitReplicas: tc.wait, WaitTimeout: 20 * time.Millisecond})
+			ctx := t.Context()
+			if err := st.CreateSession(ctx, session.New("CA-wait", "ch", "ag", time.Now())); err != nil {
+				t.Fatalf("CreateSession: %v", err)
+			}
+			for range 3 {
+				if _, err := st.UpdateSession(ctx, "CA-wait", func(s *session.Session) error { s.Record(time.Now(), "tick", ""); return nil }); err != nil {
+					t.Fatalf("UpdateSession: %v", err)
+				}
+			}
+			waits := 0
+			rec.mu.Lock()
+			for _, args := range rec.cmds {
+				if fmt.Sprint(args[0]) == "wait" {
+					waits++
+				}
+			}
+			rec.mu.Unlock()
+			if waits != tc.waits {
+				t.Fatalf("WAIT sent %d times in 4 session writes, want %d", waits, tc.waits)
+			}
+			if s, err := st.Session(ctx, "CA-wait"); err != nil || len(s.Timeline) != 4 {
+				t.Fatalf("session after the writes: %v, %v; want 4 timeline events", s, err)
+			}
+		})
 	}
 }

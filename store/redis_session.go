@@ -51,7 +51,10 @@ func (r *Redis) CreateSession(ctx context.Context, s *session.Session) error {
 			r.queueSession(ctx, p, s.CallSID, data, s.State.Terminal())
 			return nil
 		})
-		return err
+		if err != nil {
+			return err
+		}
+		return r.waitReplicas(ctx, tx)
 	}, key)
 	if err != nil {
 		return fmt.Errorf("store: create session %s: %w", s.CallSID, err)
@@ -105,6 +108,9 @@ func (r *Redis) UpdateSession(ctx context.Context, callSID string, fn func(*sess
 			return nil
 		})
 		if err != nil {
+			return err
+		}
+		if err := r.waitReplicas(ctx, tx); err != nil {
 			return err
 		}
 		out, err = decodeSession(data, callSID)

@@ -1,12 +1,15 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/vivi/bridge/internal/redistest"
+	"github.com/vivi/bridge/internal/testwait"
 	"github.com/vivi/bridge/session"
 	"github.com/vivi/bridge/store"
 )
@@ -23,12 +26,26 @@ func openTestStore(t *testing.T, env map[string]string) *store.Redis {
 	if err != nil {
 		t.Fatalf("openStore: %v", err)
 	}
+	awaitDialProbes(t)
 	t.Cleanup(closeStore)
 	rs, ok := st.(*store.Redis)
 	if !ok {
 		t.Fatalf("openStore gave a %T, want *store.Redis", st)
 	}
 	return rs
+}
+
+// awaitDialProbes, registered before the cleanup that closes a client,
+// waits until go-redis's dial probes of dead nodes have ended: a pool that
+// failed to dial probes on in a goroutine that notices the pool's close
+// only after its 1 s pause, and TestMain's leak check would catch it.
+func awaitDialProbes(t *testing.T) {
+	t.Cleanup(func() {
+		testwait.Until(t, 10*time.Second, "go-redis dial probes to end", func() bool {
+			buf := make([]byte, 1<<20)
+			return !bytes.Contains(buf[:runtime.Stack(buf, true)], []byte("pool.(*ConnPool).tryDial"))
+		})
+	})
 }
 
 // TestOpenStoreClusterFailover: REDIS_ADDRS naming the nodes of a real

@@ -53,6 +53,11 @@ func openStore(ctx context.Context, c config) (storeAPI, func(), error) {
 		client = redis.NewClient(o)
 	case len(c.RedisAddrs) > 0:
 		client = store.NewUniversalClient(&redis.UniversalOptions{Addrs: c.RedisAddrs, MasterName: c.RedisMasterName})
+		if c.RedisMasterName != "" || len(c.RedisAddrs) > 1 {
+			// Sentinel or Cluster: masters have replicas, and a session
+			// write must be on one before the call counts it as written.
+			opts.WaitReplicas = 1
+		}
 	default:
 		return store.NewMemory(opts), func() {}, nil
 	}
