@@ -122,7 +122,7 @@ func (w *callWriter) failover(fail func()) (lost int) {
 	}
 	w.check()
 	w.t.Logf("store unusable for %v after the failure (the first write landed then); %d attempts failed and were retried, "+
-		"the longest failed attempt took %v; %d acknowledged turns missing after the failover (the first write includes one WAIT timeout: the new master has no replica)",
+		"the longest failed attempt took %v; %d acknowledged turns missing after the failover (on a master left without a replica the first write includes one WAIT timeout)",
 		recovered.Round(time.Millisecond), w.retried, w.maxFailed.Round(time.Millisecond), lost)
 	if w.maxFailed > writeTimeout+time.Second {
 		w.t.Errorf("a failed write took %v, want it bounded by the client's timeouts", w.maxFailed)
