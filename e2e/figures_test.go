@@ -1,0 +1,97 @@
+package e2e
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vivi/bridge/twiliotest"
+)
+
+// The figures of issue 10's closing note, measured on Twilio's clock (the
+// simulator's receive and mark-echo times).
+
+// handoverGap is what the caller hears when a call moves from one stream to
+// the next: from the last mark Twilio echoed on the old stream (the end of
+// the agent audio it had played) to the first frame on the new one, the
+// caller's (the stream opened: caller audio flows again) or the agent's
+// (the first media Twilio received on it).
+type handoverGap struct {
+	lastMark    time.Time     // last mark echoed on the old stream; zero when none
+	oldEnded    time.Time     // when the old stream's last message arrived (fallback when no mark)
+	callerFrame time.Duration // new stream opened - lastMark
+	agentFrame  time.Duration // first media on the new stream - lastMark; -1 when none yet
+}
+
+// measureHandover computes the gap between two streams of one call.
+func measureHandover(old, next *twiliotest.Call) handoverGap {
+	var g handoverGap
+	if echoes := old.MarkEchoes(); len(echoes) > 0 {
+		g.lastMark = echoes[len(echoes)-1].At
+	}
+	msgs := old.Messages()
+	if len(msgs) > 0 {
+		g.oldEnded = msgs[len(msgs)-1].At
+	}
+	from := g.lastMark
+	if from.IsZero() {
+		from = g.oldEnded
+	}
+	if from.IsZero() {
+		from = old.Started()
+	}
+	g.callerFrame = next.Started().Sub(from)
+	g.agentFrame = -1
+	for _, m := range next.Messages() {
+		if m.Event == "media" {
+			g.agentFrame = m.At.Sub(from)
+			break
+		}
+	}
+	return g
+}
+
+// durations summarises a sample: p50 and max (and count).
+type durations []time.Duration
+
+func (d durations) p50() time.Duration {
+	if len(d) == 0 {
+		return 0
+	}
+	s := slices.Clone(d)
+	slices.Sort(s)
+	return s[(len(s)-1)/2]
+}
+
+func (d durations) max() time.Duration {
+	if len(d) == 0 {
+		return 0
+	}
+	return slices.Max(d)
+}
+
+func (d durations) String() string {
+	return fmt.Sprintf("n=%d p50=%v max=%v", len(d), d.p50().Round(time.Millisecond), d.max().Round(time.Millisecond))
+}
+
+// figure prints one line of the closing note's figures, greppable as
+// "FIGURE".
+func figure(t *testing.T, name string, format string, args ...any) {
+	t.Helper()
+	t.Logf("FIGURE %s: %s", name, fmt.Sprintf(format, args...))
+}
+
+func TestDurationsSummary(t *testing.T) {
+	d := durations{30 * time.Millisecond, 10 * time.Millisecond, 20 * time.Millisecond, 90 * time.Millisecond}
+	if d.p50() != 20*time.Millisecond || d.max() != 90*time.Millisecond {
+		t.Fatalf("p50 %v max %v", d.p50(), d.max())
+	}
+	if got := d.String(); !strings.Contains(got, "n=4 p50=20ms max=90ms") {
+		t.Fatal(got)
+	}
+	if (durations{}).p50() != 0 || (durations{}).max() != 0 {
+		t.Fatal("empty sample")
+	}
+}
