@@ -109,6 +109,8 @@ type worldOptions struct {
 	modelURL string
 	yaml     string   // CONFIG_FILE contents; default agentYAML
 	env      []string // extra environment of every pod
+	// timeout bounds the whole scenario (default 90 s).
+	timeout time.Duration
 }
 
 // newWorld starts Redis, the fakes and the front; pods are started with
@@ -118,7 +120,10 @@ func newWorld(t *testing.T, o worldOptions) *world {
 	if buildErr != nil {
 		t.Fatal(buildErr)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	if o.timeout == 0 {
+		o.timeout = 90 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), o.timeout)
 	t.Cleanup(cancel)
 	w := &world{t: t, ctx: ctx, pods: map[string]*proc{}, env: o.env}
 	w.redis = startRedis(t)
@@ -241,6 +246,38 @@ func (w *world) wantCallerAudio(conn *realtimetest.Conn, what string) {
 	if err := testwait.Poll(10*time.Second, func() bool { return len(conn.InputAudio()) > before+1600 }); err != nil {
 		w.t.Fatalf("%s: caller audio stopped reaching the model (%d bytes)", what, len(conn.InputAudio()))
 	}
+}
+
+// allCallerAudioReachedModel: every caller byte Twilio sent on the streams
+// reached some model session (the sessions' inputs cover it, in order).
+func (w *world) allCallerAudioReachedModel(streams []*twiliotest.Call, conns []*realtimetest.Conn) {
+	w.t.Helper()
+	var sent, in []byte
+	for _, s := range streams {
+		sent = append(sent, s.SentAudio()...)
+	}
+	if err := testwait.Poll(10*time.Second, func() bool {
+		in = in[:0]
+		for _, c := range conns {
+			in = append(in, c.InputAudio()...)
+		}
+		return len(in) >= len(sent)
+	}); err != nil {
+		w.t.Fatalf("the model sessions got %d of the %d caller bytes", len(in), len(sent))
+	}
+	if !bytes.Equal(in[:len(sent)], sent) {
+		w.t.Fatal("the model sessions' input is not the caller's audio in order")
+	}
+}
+
+// session reads the call's session record.
+func (w *world) session(sid string) *session.Session {
+	w.t.Helper()
+	s, err := w.store().Session(w.ctx, sid)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	return s
 }
 
 // admin sends an admin API request through the front.
@@ -540,4 +577,6 @@ func freePort() (string, error) {
 // errNoPod is the front's answer when no pod is ready.
 var errNoPod = errors.New("no ready pod")
 
-func isStreamPath(p string) bool { return strings.HasPrefix(p, "/twilio/stream") && !strings.HasPrefix(p, "/twilio/stream-") }
+func isStreamPath(p string) bool {
+	return strings.HasPrefix(p, "/twilio/stream") && !strings.HasPrefix(p, "/twilio/stream-")
+}

@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/vivi/bridge/bridge/realtime/realtimetest"
-	"github.com/vivi/bridge/internal/testwait"
 	"github.com/vivi/bridge/session"
+	"github.com/vivi/bridge/twiliotest"
 )
 
 // The scenarios of issue 10 part 5 that the bridge supports today, with
@@ -187,13 +187,10 @@ func TestProcsRedisRestartKeepsLiveCall(t *testing.T) {
 		t.Fatalf("call ended: %s %v", call.Outcome(), call.Events())
 	default:
 	}
-	// Every caller byte Twilio sent so far reached the model (in order).
-	sent := stream.SentAudio()
-	if err := testwait.Poll(10*time.Second, func() bool { return len(conn.InputAudio()) >= len(sent) }); err != nil {
-		t.Fatalf("model got %d of the %d caller bytes", len(conn.InputAudio()), len(sent))
-	}
-	if in := conn.InputAudio(); string(in[:len(sent)]) != string(sent) {
-		t.Fatal("model input is not the caller's audio")
+	// Every caller byte Twilio sent reached the model, in order.
+	w.allCallerAudioReachedModel([]*twiliotest.Call{stream}, []*realtimetest.Conn{conn})
+	if got := w.session(call.CallSID()); got.State != session.Streaming {
+		t.Fatalf("session %+v", got)
 	}
 	call.Hangup(w.ctx)
 	w.waitSession(call.CallSID(), "ended", func(s *session.Session) bool { return s.State == session.Ended })
