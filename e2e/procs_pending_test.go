@@ -9,6 +9,7 @@ package e2e
 // integration. The figures of the closing note are printed as "FIGURE ...".
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"net/http"
@@ -57,6 +58,10 @@ func TestProcsSIGTERMMigratesCall(t *testing.T) {
 	w := newWorld(t, worldOptions{model: greeted(), env: []string{"SHUTDOWN_GRACE=60s"}})
 	a := w.startPod("pod-a")
 	w.startPod("pod-b")
+	w.front.route("pod-b")
+	bystander := w.place() // on pod-b: must not notice pod-a's drain
+	_, bConn := w.streamAndModel(bystander, 1)
+	defer bystander.Hangup(w.ctx)
 	w.front.route("pod-a")
 	call := w.place()
 	stream, conn := w.streamAndModel(call, 1)
@@ -105,18 +110,25 @@ func TestProcsSIGTERMMigratesCall(t *testing.T) {
 	figure(t, "sigterm_migration", "SIGTERM->exit %v; caller-heard gap %v (agent frame %v)",
 		exited.Sub(sent).Round(time.Millisecond), g.callerFrame.Round(time.Millisecond), g.agentFrame.Round(time.Millisecond))
 	w.allCallerAudioReachedModel([]*twiliotest.Call{stream, stream2}, []*realtimetest.Conn{conn, conn2})
+	w.wantCallerAudio(bConn, "bystander on pod-b")
+	if n := len(bystander.Streams()); n != 1 {
+		t.Fatalf("bystander has %d streams", n)
+	}
 	call.Hangup(w.ctx)
 	w.waitSession(call.CallSID(), "ended", func(s *session.Session) bool { return s.State == session.Ended })
 }
 
 // SIGTERM with a webhook in flight: the front chose pod-a before it began
 // to drain (a load balancer's propagation delay); pod-a answers TwiML that
-// lets the front pick a ready pod, and the caller is not dropped.
+// lets the front pick a ready pod, and the caller is not dropped. pod-a
+// has a live call, so it is still up (migrating it) when the webhook lands.
 func TestProcsSIGTERMWebhookInFlight(t *testing.T) {
 	w := newWorld(t, worldOptions{model: greeted(), env: []string{"SHUTDOWN_GRACE=60s"}})
 	a := w.startPod("pod-a")
 	w.startPod("pod-b")
 	w.front.route("pod-a")
+	live := w.place()
+	w.streamAndModel(live, 1)
 	release := w.front.hold(kindWebhook)
 	placed := make(chan *twiliotest.SimCall, 1)
 	go func() {
@@ -134,6 +146,7 @@ func TestProcsSIGTERMWebhookInFlight(t *testing.T) {
 	testwait.Until(t, 10*time.Second, "pod-a unready", func() bool { return !a.ready(probe) })
 	release()
 	call := <-placed
+	defer live.Hangup(w.ctx)
 	if call == nil {
 		t.FailNow()
 	}
@@ -329,21 +342,23 @@ func TestProcsDrainFigures50Calls(t *testing.T) {
 	}
 	w.front.route("pod-b")
 	sent := a.signal(syscall.SIGTERM)
-	code, exited, err := a.waitExit(2 * time.Minute)
-	if err != nil || code != 0 {
-		t.Fatalf("pod-a: exit code %d, %v", code, err)
-	}
+	migrateCtx, cancel := context.WithTimeout(w.ctx, time.Minute)
+	defer cancel()
 	var caller, agent durations
 	for i, c := range calls {
-		next, err := c.WaitStream(w.ctx, 2)
+		next, err := c.WaitStream(migrateCtx, 2)
 		if err != nil {
-			t.Fatalf("call %d not migrated: %v (events %v)", i, err, c.Events())
+			t.Fatalf("call %d not migrated within a minute of SIGTERM: %v (events %v)", i, err, c.Events())
 		}
 		g := measureHandover(first[i], next)
 		caller = append(caller, g.callerFrame)
 		if g.agentFrame >= 0 {
 			agent = append(agent, g.agentFrame)
 		}
+	}
+	code, exited, err := a.waitExit(time.Minute)
+	if err != nil || code != 0 {
+		t.Fatalf("pod-a: exit code %d, %v", code, err)
 	}
 	figure(t, "drain_50_calls", "SIGTERM->exit %v with %d live calls", exited.Sub(sent).Round(time.Millisecond), n)
 	figure(t, "migration_gap", "caller frame %s; agent frame %s", caller, agent)

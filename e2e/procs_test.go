@@ -121,8 +121,12 @@ func TestProcsSIGKILLResumesElsewhere(t *testing.T) {
 	s := w.waitSession(call.CallSID(), "streaming on pod-b", func(s *session.Session) bool {
 		return s.State == session.Streaming && s.PodID == "pod-b" && s.StreamSID == stream2.StreamSID()
 	})
-	if !timelineHas(s, session.EventResumed) && !timelineHas(s, session.EventStreamStarted) {
-		t.Fatalf("timeline %+v", s.Timeline)
+	var types []string
+	for _, ev := range s.Timeline {
+		types = append(types, ev.Type+"("+ev.Detail+")")
+	}
+	if !slices.Contains(types, "reconnect("+stream.StreamSID()+")") || !slices.Contains(types, "stream_started(pod pod-b)") {
+		t.Fatalf("timeline %v: want the reconnect of the lost stream and a stream started on pod-b", types)
 	}
 	if len(s.Transcript) < 2 || s.Transcript[0].Text != "Hello, reception." {
 		t.Fatalf("transcript %+v", s.Transcript)
