@@ -64,7 +64,6 @@ type front struct {
 	// channel is closed (a load balancer that chose before the pod drained).
 	holds map[kind]chan struct{}
 	held  map[kind]int
-	wake  chan struct{}
 }
 
 func newFront(t *testing.T) *front {
@@ -218,14 +217,8 @@ func (f *front) setStatus(i, status int) {
 	f.log[i].status = status
 }
 
-// requests returns what the front forwarded so far.
-func (f *front) requests() []served {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return append([]served(nil), f.log...)
-}
-
-// servedBy lists the pods that answered requests of kind k, in order.
+// servedBy lists the pods chosen for requests of kind k, in order ("" when
+// no pod was ready).
 func (f *front) servedBy(k kind) []string {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -193,6 +193,12 @@ func (w *world) startPod(name string, extra ...string) *proc {
 	return p
 }
 
+func (w *world) pod(name string) *proc {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.pods[name]
+}
+
 // place calls extension 1001 from the PBX.
 func (w *world) place() *twiliotest.SimCall {
 	w.t.Helper()
@@ -390,15 +396,6 @@ func (p *proc) waitExit(limit time.Duration) (code int, at time.Time, err error)
 	}
 }
 
-func (p *proc) running() bool {
-	select {
-	case <-p.exited:
-		return false
-	default:
-		return true
-	}
-}
-
 // logBuffer keeps a process's output (bounded) and finds its listen address.
 type logBuffer struct {
 	mu      sync.Mutex
@@ -460,15 +457,15 @@ func (l *logBuffer) tail(n int) string {
 	return string(l.buf)
 }
 
-// lines returns the JSON log records whose msg is msg.
-func (l *logBuffer) lines(msg string) []map[string]any {
+// records returns the JSON log records so far.
+func (l *logBuffer) records() []map[string]any {
 	l.mu.Lock()
 	data := bytes.Clone(l.buf)
 	l.mu.Unlock()
 	var out []map[string]any
 	for _, line := range bytes.Split(data, []byte("\n")) {
 		var rec map[string]any
-		if json.Unmarshal(line, &rec) == nil && rec["msg"] == msg {
+		if json.Unmarshal(line, &rec) == nil {
 			out = append(out, rec)
 		}
 	}

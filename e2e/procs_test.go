@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/vivi/bridge/bridge/realtime/realtimetest"
+	"github.com/vivi/bridge/internal/testwait"
 	"github.com/vivi/bridge/session"
 	"github.com/vivi/bridge/twiliotest"
 )
@@ -71,6 +72,25 @@ func TestProcsCallAcrossPods(t *testing.T) {
 	w.waitSession(call.CallSID(), "ended", func(s *session.Session) bool { return s.State == session.Ended })
 	if errs := stream.ProtocolErrors(); len(errs) != 0 {
 		t.Fatalf("protocol errors: %v", errs)
+	}
+	// The pods' JSON logs: the stream's pod logs the call with its ids; no
+	// pod logs a secret.
+	b := w.pod("pod-b")
+	testwait.Until(t, 10*time.Second, "a pod-b log line of the call", func() bool {
+		for _, rec := range b.out.records() {
+			if rec["call_sid"] == call.CallSID() && rec["stream_sid"] == stream.StreamSID() {
+				return true
+			}
+		}
+		return false
+	})
+	for _, name := range []string{"pod-a", "pod-b", "pod-c"} {
+		out := w.pod(name).out.tail(maxLog)
+		for _, secret := range []string{authToken, secret, adminTok, realtimetest.DefaultAPIKey} {
+			if strings.Contains(out, secret) {
+				t.Fatalf("%s logged a secret", name)
+			}
+		}
 	}
 }
 
@@ -160,6 +180,35 @@ func TestProcsSIGKILLResumesElsewhere(t *testing.T) {
 // and new state lands in the record.
 func TestProcsRedisRestartKeepsLiveCall(t *testing.T) {
 	w := newWorld(t, worldOptions{model: greeted()})
+	redisRestartKeepsLiveCall(t, w)
+}
+
+// Redis restarted empty mid-call (no persistence, a cold replica): the live
+// call keeps relaying through and after it. (The write-back of its record
+// is issue 10 part 3: TestProcsRedisOutageAnswersAndCatchesUp, pending.)
+func TestProcsRedisRestartEmptyKeepsRelaying(t *testing.T) {
+	w := newWorld(t, worldOptions{model: greeted()})
+	w.startPod("pod-a")
+	call := w.place()
+	stream, conn := w.streamAndModel(call, 1)
+	w.waitSession(call.CallSID(), "streaming", func(s *session.Session) bool { return s.State == session.Streaming })
+	w.redis.stop()
+	w.wantCallerAudio(conn, "during the outage")
+	w.redis.restartEmpty()
+	if n, err := w.rdb.DBSize(w.ctx).Result(); err != nil || n != 0 {
+		t.Fatalf("restarted Redis holds %d keys (%v), want an empty one", n, err)
+	}
+	stream.Say(realtimetest.Tone(1600))
+	w.wantCallerAudio(conn, "after the empty restart")
+	w.wantCallerAudio(conn, "still after the empty restart")
+	if n := len(call.Streams()); n != 1 {
+		t.Fatalf("%d streams", n)
+	}
+	w.allCallerAudioReachedModel([]*twiliotest.Call{stream}, []*realtimetest.Conn{conn})
+	call.Hangup(w.ctx)
+}
+
+func redisRestartKeepsLiveCall(t *testing.T, w *world) {
 	w.startPod("pod-a")
 	w.startPod("pod-b")
 	w.front.route("pod-a")
@@ -222,5 +271,24 @@ func TestProcsFrontSkipsUnreadyPod(t *testing.T) {
 	}
 	if by := w.front.servedBy(kindAdmin); !slices.Equal(by, []string{"pod-a", "pod-b"}) {
 		t.Fatalf("admin served by %v, want pod-a then pod-b", by)
+	}
+	// A held request waits at the front, its pod already chosen, until released.
+	release := w.front.hold(kindAdmin)
+	done := make(chan int, 1)
+	go func() {
+		req, _ := http.NewRequestWithContext(w.ctx, http.MethodGet, w.front.URL()+"/v1/calls", nil)
+		req.Header.Set("Authorization", "Bearer "+adminTok)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			done <- 0
+			return
+		}
+		resp.Body.Close()
+		done <- resp.StatusCode
+	}()
+	testwait.Until(t, 10*time.Second, "the admin request held", func() bool { return w.front.heldCount(kindAdmin) == 1 })
+	release()
+	if st := <-done; st != http.StatusOK {
+		t.Fatalf("held request answered %d", st)
 	}
 }
