@@ -335,6 +335,7 @@ func startProc(t *testing.T, ctx context.Context, name, bin string, env []string
 	p.cmd = exec.Command(bin, "serve")
 	p.cmd.Env = env
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+	dieWithParent(p.cmd)
 	if err := p.cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", name, err)
 	}
@@ -511,6 +512,7 @@ func (r *redisProc) start() {
 		"--daemonize", "no", "--loglevel", "warning")
 	out := newLogBuffer()
 	cmd.Stdout, cmd.Stderr = out, out
+	dieWithParent(cmd)
 	if err := cmd.Start(); err != nil {
 		r.t.Fatalf("redis-server: %v", err)
 	}
