@@ -71,8 +71,18 @@ func TestProcsSIGTERMMigratesCall(t *testing.T) {
 	conn.Transcription("I would like to change my booking.")
 	w.waitSession(call.CallSID(), "caller turn", func(s *session.Session) bool { return len(s.Transcript) == 2 })
 
+	// The agent is speaking when SIGTERM comes: the call migrates at the
+	// quiet moment after it, all of it played (Twilio's marks).
+	speech := realtimetest.Pattern(4000)
+	conn.Speak("", speech, "Your booking is changed.")
+	if err := stream.WaitPlayedBytes(w.ctx, 1600+800); err != nil {
+		t.Fatal(err)
+	}
 	sent := a.signal(syscall.SIGTERM)
 	stream2, conn2 := w.streamAndModel(call, 2)
+	if got := len(stream.PlayedAudio()); got < 1600+len(speech) {
+		t.Fatalf("migrated with the agent's answer cut: %d of %d bytes played on the old stream", got, 1600+len(speech))
+	}
 	ups := w.callUpdates(call.CallSID())
 	if len(ups) == 0 || !strings.Contains(ups[len(ups)-1].Form.Get("Twiml"), "<Stream") {
 		t.Fatalf("no REST update with a fresh <Connect><Stream>: %+v", ups)
@@ -327,18 +337,20 @@ func TestProcsDrainFigures50Calls(t *testing.T) {
 	const n = 50
 	calls := make([]*twiliotest.SimCall, n)
 	first := make([]*twiliotest.Call, n)
+	conns := make([]*realtimetest.Conn, n)
 	for i := range calls {
 		calls[i] = w.place()
-		s, err := calls[i].WaitStream(w.ctx, 1)
-		if err != nil {
-			t.Fatalf("call %d: %v", i, err)
-		}
-		first[i] = s
+		first[i], conns[i] = w.streamAndModel(calls[i], 1)
 	}
 	for i, s := range first {
 		if err := s.WaitPlayedBytes(w.ctx, 1600); err != nil {
 			t.Fatalf("call %d greeting: %v", i, err)
 		}
+	}
+	// Every agent is speaking (1 s) when SIGTERM comes: the gap is measured
+	// from the end of what Twilio played on the old stream.
+	for _, c := range conns {
+		c.Speak("", realtimetest.Pattern(8000), "One moment please.")
 	}
 	w.front.route("pod-b")
 	sent := a.signal(syscall.SIGTERM)
