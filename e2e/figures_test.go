@@ -1,12 +1,16 @@
 package e2e
 
 import (
+	"flag"
 	"fmt"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/vivi/bridge/bridge/realtime/realtimetest"
+	"github.com/vivi/bridge/session"
 	"github.com/vivi/bridge/twiliotest"
 )
 
@@ -94,4 +98,48 @@ func TestDurationsSummary(t *testing.T) {
 	if (durations{}).p50() != 0 || (durations{}).max() != 0 {
 		t.Fatal("empty sample")
 	}
+}
+
+// runFigures enables the long figure runs (go test ./e2e -run Figures -v -args -figures).
+var runFigures = flag.Bool("figures", false, "run the long figure scenarios of e2e (issue 10's closing note)")
+
+// Pod loss, 20 times over: one call, the pod holding its stream is
+// SIGKILLed and replaced, the call resumes on the other pod. Figures: kill
+// to the new stream, and the caller-heard gap on Twilio's mark clock (the
+// agent speaks before each kill).
+func TestProcsFiguresPodLoss(t *testing.T) {
+	if !*runFigures {
+		t.Skip("a long figure run: -args -figures")
+	}
+	const kills = 20
+	w := newWorld(t, worldOptions{model: greeted(), timeout: 5 * time.Minute})
+	pods := map[string]*proc{"pod-a": w.startPod("pod-a"), "pod-b": w.startPod("pod-b")}
+	w.front.route("pod-a")
+	call := w.place()
+	stream, conn := w.streamAndModel(call, 1)
+	var resume, heard durations
+	for i := range kills {
+		speech := realtimetest.Pattern(1600)
+		played := len(stream.PlayedAudio())
+		conn.Speak("", speech, "Still here.")
+		if err := stream.WaitPlayedBytes(w.ctx, played+len(speech)); err != nil {
+			t.Fatal(err)
+		}
+		s := w.waitSession(call.CallSID(), "streaming", func(s *session.Session) bool {
+			return s.State == session.Streaming && s.StreamSID == stream.StreamSID()
+		})
+		holder := s.PodID
+		killed := pods[holder].signal(syscall.SIGKILL)
+		if _, _, err := pods[holder].waitExit(5 * time.Second); err != nil {
+			t.Fatal(err)
+		}
+		next, nextConn := w.streamAndModel(call, i+2)
+		resume = append(resume, next.Started().Sub(killed))
+		heard = append(heard, measureHandover(stream, next).callerFrame)
+		pods[holder] = w.startPod(holder) // the replacement pod
+		stream, conn = next, nextConn
+	}
+	figure(t, "pod_loss_resume", "SIGKILL -> new stream %s", resume)
+	figure(t, "pod_loss_gap", "caller-heard gap (last mark on the old stream -> new stream) %s", heard)
+	call.Hangup(w.ctx)
 }
