@@ -103,43 +103,64 @@ func TestDurationsSummary(t *testing.T) {
 // runFigures enables the long figure runs (go test ./e2e -run Figures -v -args -figures).
 var runFigures = flag.Bool("figures", false, "run the long figure scenarios of e2e (issue 10's closing note)")
 
-// Pod loss, 20 times over: one call, the pod holding its stream is
-// SIGKILLed and replaced, the call resumes on the other pod. Figures: kill
-// to the new stream, and the caller-heard gap on Twilio's mark clock (the
-// agent speaks before each kill).
+// Pod loss, 20 resumptions: in each of 4 rounds 5 calls stream on one pod,
+// the agent speaks on each, the pod is SIGKILLed and replaced, and every
+// call resumes on the other pod. (One call cannot lose its pod 20 times:
+// connect-ended reconnects a call at most twiml.MaxReconnects times.)
+// Figures: kill to the new stream, and the caller-heard gap on Twilio's
+// mark clock.
 func TestProcsFiguresPodLoss(t *testing.T) {
 	if !*runFigures {
 		t.Skip("a long figure run: -args -figures")
 	}
-	const kills = 20
+	const rounds, perRound = 4, 5
 	w := newWorld(t, worldOptions{model: greeted(), timeout: 5 * time.Minute})
 	pods := map[string]*proc{"pod-a": w.startPod("pod-a"), "pod-b": w.startPod("pod-b")}
-	w.front.route("pod-a")
-	call := w.place()
-	stream, conn := w.streamAndModel(call, 1)
 	var resume, heard durations
-	for i := range kills {
-		speech := realtimetest.Pattern(1600)
-		played := len(stream.PlayedAudio())
-		conn.Speak("", speech, "Still here.")
-		if err := stream.WaitPlayedBytes(w.ctx, played+len(speech)); err != nil {
+	for r := range rounds {
+		victim := []string{"pod-a", "pod-b"}[r%2]
+		w.front.route(victim)
+		calls := make([]*twiliotest.SimCall, perRound)
+		streams := make([]*twiliotest.Call, perRound)
+		for i := range calls {
+			var conn *realtimetest.Conn
+			calls[i] = w.place()
+			streams[i], conn = w.streamAndModel(calls[i], 1)
+			if err := streams[i].WaitPlayedBytes(w.ctx, 1600); err != nil {
+				t.Fatal(err)
+			}
+			conn.Speak("", realtimetest.Pattern(800), "Still here.")
+		}
+		for i, c := range calls {
+			if err := streams[i].WaitPlayedBytes(w.ctx, 1600+800); err != nil {
+				t.Fatal(err)
+			}
+			w.waitSession(c.CallSID(), "streaming on the victim", func(s *session.Session) bool {
+				return s.State == session.Streaming && s.PodID == victim
+			})
+		}
+		killed := pods[victim].signal(syscall.SIGKILL)
+		if _, _, err := pods[victim].waitExit(5 * time.Second); err != nil {
 			t.Fatal(err)
 		}
-		s := w.waitSession(call.CallSID(), "streaming", func(s *session.Session) bool {
-			return s.State == session.Streaming && s.StreamSID == stream.StreamSID()
-		})
-		holder := s.PodID
-		killed := pods[holder].signal(syscall.SIGKILL)
-		if _, _, err := pods[holder].waitExit(5 * time.Second); err != nil {
-			t.Fatal(err)
+		for i, c := range calls {
+			next, err := c.WaitStream(w.ctx, 2)
+			if err != nil {
+				t.Fatalf("round %d call %d not resumed: %v", r, i, err)
+			}
+			resume = append(resume, next.Started().Sub(killed))
+			heard = append(heard, measureHandover(streams[i], next).callerFrame)
 		}
-		next, nextConn := w.streamAndModel(call, i+2)
-		resume = append(resume, next.Started().Sub(killed))
-		heard = append(heard, measureHandover(stream, next).callerFrame)
-		pods[holder] = w.startPod(holder) // the replacement pod
-		stream, conn = next, nextConn
+		for range calls { // the resumed sessions' model connections, so that the next round's are its own
+			if _, err := w.model.NextConn(w.ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, c := range calls {
+			c.Hangup(w.ctx)
+		}
+		pods[victim] = w.startPod(victim) // the replacement pod
 	}
 	figure(t, "pod_loss_resume", "SIGKILL -> new stream %s", resume)
 	figure(t, "pod_loss_gap", "caller-heard gap (last mark on the old stream -> new stream) %s", heard)
-	call.Hangup(w.ctx)
 }
