@@ -64,6 +64,9 @@ type front struct {
 	// channel is closed (a load balancer that chose before the pod drained).
 	holds map[kind]chan struct{}
 	held  map[kind]int
+	// stale kinds go to their preferred pod without a readiness probe (a
+	// load balancer that has not noticed yet).
+	stale map[kind]bool
 }
 
 func newFront(t *testing.T) *front {
@@ -73,6 +76,7 @@ func newFront(t *testing.T) *front {
 		prefer: map[kind]string{},
 		holds:  map[kind]chan struct{}{},
 		held:   map[kind]int{},
+		stale:  map[kind]bool{},
 	}
 	f.probe = &http.Client{Transport: f.tr, Timeout: 500 * time.Millisecond}
 	f.srv = httptest.NewServer(f)
@@ -138,10 +142,23 @@ func (f *front) heldCount(k kind) int {
 	return f.held[k]
 }
 
+// setStale makes requests of kind k go to their preferred pod whether or
+// not it is ready (on), or back to probing (off).
+func (f *front) setStale(k kind, on bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.stale[k] = on
+}
+
 // pick chooses the preferred pod of k when it is ready, else the first
 // ready pod in start order.
 func (f *front) pick(k kind) (string, string) {
 	f.mu.Lock()
+	if p := f.prefer[k]; f.stale[k] && f.urls[p] != "" {
+		u := f.urls[p]
+		f.mu.Unlock()
+		return p, u
+	}
 	cands := make([]string, 0, len(f.order)+1)
 	if p := f.prefer[k]; p != "" {
 		cands = append(cands, p)

@@ -176,6 +176,41 @@ func TestProcsSIGTERMWebhookInFlight(t *testing.T) {
 	call.Hangup(w.ctx)
 }
 
+// SIGTERM with a webhook and its stream in flight: the front has not
+// noticed the drain, so the stream lands on the draining pod too. pod-a
+// accepts it (never a refusal) and migrates the call to pod-b.
+func TestProcsSIGTERMStreamLandsOnDrainingPod(t *testing.T) {
+	w := newWorld(t, worldOptions{model: greeted(), env: []string{"SHUTDOWN_GRACE=60s"}})
+	a := w.startPod("pod-a")
+	w.startPod("pod-b")
+	w.front.route("pod-a")
+	live := w.place() // keeps pod-a up while it drains
+	w.streamAndModel(live, 1)
+	defer live.Hangup(w.ctx)
+	w.front.setStale(kindWebhook, true)
+	w.front.setStale(kindStream, true)
+	a.signal(syscall.SIGTERM)
+	probe := &http.Client{Timeout: time.Second}
+	testwait.Until(t, 10*time.Second, "pod-a unready", func() bool { return !a.ready(probe) })
+	call := w.place()
+	if r := call.Rejected(); r != "" {
+		t.Fatalf("answered <Reject reason=%q> while draining", r)
+	}
+	w.front.setStale(kindStream, false) // the front catches up: the migrated stream goes to pod-b
+	stream, _ := w.streamAndModel(call, 1)
+	if stream.ClosedByServer() && stream.Err() != nil {
+		t.Fatalf("the draining pod refused the stream: %v", stream.Err())
+	}
+	stream2, conn2 := w.streamAndModel(call, 2)
+	w.waitSession(call.CallSID(), "migrated to pod-b", func(s *session.Session) bool {
+		return s.State == session.Streaming && s.PodID == "pod-b" && s.StreamSID == stream2.StreamSID()
+	})
+	w.wantCallerAudio(conn2, "call migrated off the draining pod")
+	if code, _, err := a.waitExit(30 * time.Second); err != nil || code != 0 {
+		t.Fatalf("pod-a: exit code %d, %v", code, err)
+	}
+}
+
 // blackHole is a model endpoint that accepts TCP connections and never
 // answers the websocket upgrade.
 func blackHole(t *testing.T) string {

@@ -272,6 +272,12 @@ func TestProcsFrontSkipsUnreadyPod(t *testing.T) {
 	if by := w.front.servedBy(kindAdmin); !slices.Equal(by, []string{"pod-a", "pod-b"}) {
 		t.Fatalf("admin served by %v, want pod-a then pod-b", by)
 	}
+	// A stale front still sends to the pod that is gone.
+	w.front.setStale(kindAdmin, true)
+	if st, _ := w.admin(http.MethodGet, "/v1/calls"); st != http.StatusBadGateway {
+		t.Fatalf("stale front to an exited pod: status %d, want 502", st)
+	}
+	w.front.setStale(kindAdmin, false)
 	// A held request waits at the front, its pod already chosen, until released.
 	release := w.front.hold(kindAdmin)
 	done := make(chan int, 1)
