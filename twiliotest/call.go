@@ -148,8 +148,9 @@ type Call struct {
 	messages  []Message
 	protoErrs []string
 	echoed    []string
-	speech    []byte // caller audio not yet framed
-	ended     bool   // the socket ended: the player is frozen
+	echoedAt  []time.Time // when each of echoed was queued (MarkEchoes)
+	speech    []byte      // caller audio not yet framed
+	ended     bool        // the socket ended: the player is frozen
 
 	chunk int // owned by the media loop
 }

@@ -92,6 +92,7 @@ func (c *Call) echoLocked(names []string) {
 	for _, name := range names {
 		if c.enqueue(outMsg{kind: kindMarkEcho, name: name}) {
 			c.echoed = append(c.echoed, name)
+			c.echoedAt = append(c.echoedAt, time.Now())
 		}
 	}
 }
