@@ -210,6 +210,9 @@ func (c *Conn) onSessionUpdate(h header, data []byte) {
 		return
 	}
 	mergeSession(c.session, ev.Session.(map[string]any))
+	if c.opts.NoSessionUpdated {
+		return
+	}
 	c.emitLocked("session.updated", map[string]any{"session": c.session})
 }
 
