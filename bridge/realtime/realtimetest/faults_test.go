@@ -51,7 +51,12 @@ func TestNoUpgrade(t *testing.T) {
 	if err == nil {
 		t.Fatal("dial succeeded")
 	}
-	if s.Dials() != 1 || len(s.Conns()) != 0 {
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel2()
+	if _, _, err := websocket.DefaultDialer.DialContext(ctx2, s.URL()+"?model=gpt-realtime", authHeader()); err == nil {
+		t.Fatal("second dial succeeded")
+	}
+	if s.Dials() != 2 || len(s.Conns()) != 0 {
 		t.Fatalf("dials %d conns %d", s.Dials(), len(s.Conns()))
 	}
 }
