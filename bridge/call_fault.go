@@ -129,6 +129,10 @@ func (c *call) onModelLost(expired bool) {
 	if c.endReason != "" || c.ms.unavailable {
 		return
 	}
+	if n := c.rot.next; n != nil && n.ready {
+		c.switchModel("the current session was lost") // the next one is ready: no re-dial
+		return
+	}
 	c.abortRotation("the current session was lost")
 	if !c.ms.lostReady && !expired {
 		c.dialFailed("model connection lost before it was ready")

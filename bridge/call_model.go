@@ -65,7 +65,7 @@ func (c *call) dialModel() {
 		if pc := c.srv.models.take(); pc != nil {
 			c.onDialed(gen, pc.conn, pc.first, nil)
 			if c.model != nil {
-				c.model.expires = pc.expires
+				c.model.born, c.model.expires = pc.born, pc.expires
 			}
 			return
 		}

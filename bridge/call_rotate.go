@@ -280,7 +280,9 @@ func (c *call) switchModel(why string) {
 	old, n := c.model, c.rot.next
 	c.rot.next, c.rot.quietC, c.rot.readyC, c.rot.nextGen = nil, nil, nil, 0
 	wasActive := c.respActive || c.respAsked || c.respWanted
-	close(old.quit)
+	if old != nil { // nil: the current session was lost first
+		close(old.quit)
+	}
 	c.model = n
 	c.respActive, c.respWanted, c.respAsked = false, false, false
 	// What the old session heard since its last commit, again: a turn the
