@@ -154,3 +154,46 @@ func TestModelRotation(t *testing.T) {
 	mc3 := h.nextConn()
 	waitEvent(t, mc3, "response.create", 1) // a continuation, after the seed
 }
+
+// TestModelRotationQuietWaitTimesOut: the caller keeps speaking once the
+// next session is ready; the switch waits rotateQuietWait, then happens
+// anyway, and the speech the old session had not committed goes to the
+// new session first.
+func TestModelRotationQuietWaitTimesOut(t *testing.T) {
+	const life = time.Minute
+	timers := newFakeAfter()
+	h := newHarness(t, harnessOpts{model: realtimetest.Options{ExpiresIn: life}, cfg: faultCfg(timers, nil)})
+	call, mc := h.call(nil)
+	waitEvent(t, mc, "response.create", 1)
+	waitFor(t, "the greeting played", func() bool { return call.PlayedBytes() >= 1600 })
+	mc.SpeechStarted(1000) // the caller speaks, and goes on speaking
+	// An event after it on the same socket: once the bridge logged it, it
+	// has seen the speech start.
+	mc.SendError("invalid_request_error", "marker_after_speech", "marker")
+	h.waitLog(zapcore.WarnLevel, "model error")
+	awaitRotateTimer(t, timers, life).fire()
+	mc2 := h.nextConn()
+	waitEvent(t, mc2, "session.update", 1)
+	quiet := timers.await(t, rotateQuietWait, 1) // asked once the next session is ready
+	if n := h.logs.FilterMessage("model session rotated").Len(); n != 0 {
+		t.Fatal("switched while the caller was speaking")
+	}
+	if n := len(mc2.InputAudio()); n != 0 {
+		t.Fatalf("%d bytes of caller audio at the next session before the switch", n)
+	}
+	quiet.fire()
+	e := h.waitLog(zapcore.InfoLevel, "model session rotated")
+	if why := e.ContextMap()["why"]; why != "quiet wait timed out" {
+		t.Fatalf("switched because %v", why)
+	}
+	waitDone(t, "the old session to close", mc.Done())
+	waitEvent(t, mc2, "input_audio_buffer.append", 120)
+	old, cur, sent := mc.InputAudio(), mc2.InputAudio(), call.SentAudio()
+	carry := min(len(old), carryFrames*twiliotest.FrameBytes)
+	if !bytes.Equal(old[len(old)-carry:], cur[:carry]) {
+		t.Fatal("the uncommitted speech did not go to the new session first")
+	}
+	if !bytes.HasPrefix(sent, append(append([]byte(nil), old...), cur[carry:]...)) {
+		t.Fatal("caller audio lost or reordered at the switch")
+	}
+}
