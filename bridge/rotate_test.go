@@ -197,3 +197,27 @@ func TestModelRotationQuietWaitTimesOut(t *testing.T) {
 		t.Fatal("caller audio lost or reordered at the switch")
 	}
 }
+
+// TestSeedItemsToolTurn: a tool turn is seeded as the function_call item
+// and its function_call_output, in the transcript's order.
+func TestSeedItemsToolTurn(t *testing.T) {
+	now := time.Now()
+	tr := []session.Turn{
+		{At: now, Role: session.RoleCaller, Text: "Sales please"},
+		session.ToolTurn(now, session.ToolCall{CallID: "call_9", Name: "transfer_call", Arguments: `{"destination":"Sales"}`, Output: `{"ok":false}`}),
+		{At: now, Role: session.RoleAgent, Text: "That did not work."},
+	}
+	items := seedItems(tr, "")
+	if len(items) != 4 {
+		t.Fatalf("%d items: %+v", len(items), items)
+	}
+	if it := items[1].Item; it.Type != "function_call" || it.CallID != "call_9" || it.Name != "transfer_call" || it.Arguments != `{"destination":"Sales"}` {
+		t.Fatalf("function_call item %+v", it)
+	}
+	if it := items[2].Item; it.Type != "function_call_output" || it.CallID != "call_9" || it.Output != `{"ok":false}` {
+		t.Fatalf("function_call_output item %+v", it)
+	}
+	if items[0].Item.Role != "user" || items[3].Item.Role != "assistant" {
+		t.Fatalf("text items %+v", items)
+	}
+}

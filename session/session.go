@@ -149,7 +149,7 @@ type Transfer struct {
 	ID          string    `json:"id,omitempty"`
 	Destination string    `json:"destination"`
 	URI         string    `json:"uri"`
-	Via         string    `json:"via"` // tool, dtmf, operator
+	Via         string    `json:"via"` // tool, dtmf, operator, fallback
 	At          time.Time `json:"at"`
 	// Error is set when the REST update that starts the REFER failed.
 	Error string `json:"error,omitempty"`
