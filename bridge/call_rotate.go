@@ -109,10 +109,22 @@ func (c *call) armRotation(mc *modelConn) {
 		return
 	}
 	now := c.now()
+	// The session's life as our clock sees it (expires_at is the model's
+	// clock): with a skew that leaves nothing sensible, no rotation is
+	// planned and an expiry is re-dialled as before; and never sooner than
+	// half its life, so that a skewed clock cannot make rotations loop.
 	life := mc.expires.Sub(mc.born)
+	if life < rotateMinLife {
+		c.log.Warn("model session expiry too close to rotate before it (clock skew?)",
+			zap.Time("expires_at", mc.expires), zap.Duration("life", life))
+		return
+	}
 	margin := min(rotateMargin, life/rotateShare)
-	c.rot.at = c.cfg.After(max(mc.expires.Add(-margin).Sub(now), 0))
+	c.rot.at = c.cfg.After(max(mc.expires.Add(-margin).Sub(now), life/2))
 }
+
+// rotateMinLife is the shortest session life that is rotated before expiry.
+const rotateMinLife = 10 * time.Second
 
 // onRotateTimer opens the next session.
 func (c *call) onRotateTimer() {
