@@ -70,7 +70,10 @@ func (c *call) armDial(cancel context.CancelFunc) {
 // modelReady: the current connection accepted the session configuration.
 func (c *call) modelReady() {
 	c.ms.readyC, c.ms.downC, c.ms.retryC = nil, nil, nil
-	c.ms.dialCancel = nil
+	if c.ms.dialCancel != nil {
+		c.ms.dialCancel() // the dial is over: its context is released
+		c.ms.dialCancel = nil
+	}
 	c.ms.failures = 0
 }
 
