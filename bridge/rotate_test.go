@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -220,4 +222,64 @@ func TestSeedItemsToolTurn(t *testing.T) {
 	if items[0].Item.Role != "user" || items[3].Item.Role != "assistant" {
 		t.Fatalf("text items %+v", items)
 	}
+}
+
+// TestModelRotationGap rotates one call 10 times, each time while the agent
+// speaks (200 ms), and measures on the Twilio fake's playout clock what the
+// caller hears around each switch: the agent audio cut (must be none) and
+// how long after the agent's audio finished playing the switch came.
+func TestModelRotationGap(t *testing.T) {
+	const life, rotations = time.Minute, 10
+	timers := newFakeAfter()
+	h := newHarness(t, harnessOpts{model: realtimetest.Options{ExpiresIn: life}, cfg: faultCfg(timers, nil)})
+	call, mc := h.call(nil)
+	waitEvent(t, mc, "response.create", 1)
+	played := 1600 // the greeting
+	waitFor(t, "the greeting played", func() bool { return call.PlayedBytes() >= played })
+	lo, hi := life-life/rotateShare-2*time.Second, life-life/rotateShare+time.Second
+	var gaps []time.Duration
+	for i := 1; i <= rotations; i++ {
+		chunk := realtimetest.Pattern(1600)
+		mc.Speak(fmt.Sprintf("item_r%d", i), chunk, "part")
+		played += len(chunk)
+		var rot *fakeTimer
+		timers.added.Wait(t, waitLimit, "rotation timer", func() bool {
+			timers.mu.Lock()
+			defer timers.mu.Unlock()
+			k := 0
+			for _, ft := range timers.timers {
+				if ft.d > lo && ft.d <= hi {
+					if k++; k == i {
+						rot = ft
+						return true
+					}
+				}
+			}
+			return false
+		})
+		rot.fire()
+		next := h.nextConn()
+		playedAt := make(chan time.Time, 1)
+		go func(n int) {
+			ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+			defer cancel()
+			_ = call.WaitPlayedBytes(ctx, n)
+			playedAt <- time.Now()
+		}(played)
+		waitFor(t, "the switch", func() bool { return h.logs.FilterMessage("model session rotated").Len() == i })
+		switched := h.logs.FilterMessage("model session rotated").All()[i-1].Time
+		end := <-playedAt
+		if call.PlayedBytes() < played {
+			t.Fatalf("rotation %d: switched with %d of %d bytes played", i, call.PlayedBytes(), played)
+		}
+		gaps = append(gaps, max(switched.Sub(end), 0))
+		waitDone(t, "the old session to close", mc.Done())
+		mc = next
+	}
+	if n := len(call.Clears()); n != 0 {
+		t.Fatalf("%d clears: agent audio cut by a rotation", n)
+	}
+	slices.Sort(gaps)
+	t.Logf("rotation gap over %d rotations (switch after the agent's audio finished, Twilio playout clock): p50 %v, max %v; agent audio cut 0 ms",
+		rotations, gaps[len(gaps)/2].Round(100*time.Microsecond), gaps[len(gaps)-1].Round(100*time.Microsecond))
 }
