@@ -139,7 +139,7 @@ type TransferRequest struct {
 const (
 	ReasonCallerHangup       = "caller_hangup"
 	ReasonTwilioDisconnected = "twilio_disconnected"
-	ReasonModelDropped       = "model_dropped"
+	ReasonModelDropped       = "model_dropped" // no longer set: see ReasonModelUnavailable
 	ReasonAgentHangup        = "agent_hangup"
 	ReasonOperatorHangup     = "operator_hangup"
 	ReasonShutdown           = "shutdown"

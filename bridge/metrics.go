@@ -124,7 +124,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	for _, r := range []string{discardExpired, discardClosed, discardEvent, discardShutdown} {
 		m.poolDiscarded.WithLabelValues(r)
 	}
-	for _, r := range []string{ReasonCallerHangup, ReasonTwilioDisconnected, ReasonModelDropped, ReasonAgentHangup, ReasonOperatorHangup, ReasonShutdown, labelTransferred} {
+	for _, r := range []string{ReasonCallerHangup, ReasonTwilioDisconnected, ReasonModelDropped, ReasonModelUnavailable, ReasonAgentHangup, ReasonOperatorHangup, ReasonShutdown, labelTransferred} {
 		m.ended.WithLabelValues(r)
 	}
 	for _, r := range []string{rejectSignature, rejectDraining, rejectNoStart, rejectToken, rejectReused, rejectSession, rejectAgent,

@@ -283,3 +283,27 @@ func TestModelRotationGap(t *testing.T) {
 	t.Logf("rotation gap over %d rotations (switch after the agent's audio finished, Twilio playout clock): p50 %v, max %v; agent audio cut 0 ms",
 		rotations, gaps[len(gaps)/2].Round(100*time.Microsecond), gaps[len(gaps)-1].Round(100*time.Microsecond))
 }
+
+// TestModelRotationFromPool: with a model pool, the next session is a
+// pooled one (no dial when the rotation starts), and the switch happens.
+func TestModelRotationFromPool(t *testing.T) {
+	const life = time.Minute
+	timers := newFakeAfter()
+	h := newHarness(t, harnessOpts{model: realtimetest.Options{ExpiresIn: life}, cfg: faultCfg(timers, func(c *Config) {
+		c.ModelPoolSize = 1
+	})})
+	waitFor(t, "the pool to fill", func() bool { return len(h.model.Conns()) == 1 })
+	call, mc := h.call(nil)
+	waitEvent(t, mc, "response.create", 1)
+	waitFor(t, "the pool to refill", func() bool { return len(h.model.Conns()) == 2 })
+	waitFor(t, "the greeting played", func() bool { return call.PlayedBytes() >= 1600 })
+	awaitRotateTimer(t, timers, life).fire()
+	mc2 := h.nextConn()
+	waitEvent(t, mc2, "session.update", 1)
+	h.waitLog(zapcore.InfoLevel, "model session rotated")
+	waitDone(t, "the old session to close", mc.Done())
+	if hits := h.counter("vivi_bridge_model_pool_takes_total", "result", "hit"); hits != 2 {
+		t.Fatalf("pool hits %v; want 2 (the call, then its next session)", hits)
+	}
+	waitEvent(t, mc2, "input_audio_buffer.append", 10)
+}
