@@ -49,6 +49,11 @@ type rotation struct {
 	readyAt  time.Time        // when the next session was ready
 	speaking bool             // the caller speaks (VAD of the current session)
 	carry    carryRing        // caller audio sent since the last commit
+	// seeded and lastSeed: how many turns the next session was seeded
+	// with, and the last of them, to send it the turns added meanwhile.
+	seeded   int
+	lastSeed session.Turn
+	failures int // failed tries to open the next session, for the retry delay
 }
 
 // carryRing keeps copies of the last carryFrames caller append events sent
@@ -214,6 +219,10 @@ func (c *call) onNextModel(m modelMsg) {
 			for _, it := range seedItems(c.transcript, "") {
 				c.sendTo(n, it)
 			}
+			c.rot.seeded = len(c.transcript)
+			if c.rot.seeded > 0 {
+				c.rot.lastSeed = c.transcript[c.rot.seeded-1]
+			}
 			if c.rot.next != n {
 				return
 			}
@@ -245,7 +254,8 @@ func (c *call) rotateFailed(why string) {
 	c.record(session.EventModelError, "rotation: "+clip(why, 200))
 	c.abortRotation(why)
 	if c.endReason == "" && !c.ms.unavailable && c.model != nil {
-		c.rot.at = c.cfg.After(rotateRetry)
+		c.rot.failures++
+		c.rot.at = c.cfg.After(rotateRetry << min(c.rot.failures-1, 4)) // 2 s doubling to 32 s
 	}
 }
 
@@ -297,6 +307,12 @@ func (c *call) switchModel(why string) {
 	}
 	c.model = n
 	c.respActive, c.respWanted, c.respAsked = false, false, false
+	c.rot.failures = 0
+	// Turns added while the switch waited (a reply's transcript, the
+	// caller's transcription, a tool call's output).
+	for _, it := range seedItems(c.turnsSinceSeed(), "") {
+		c.toModelJSON(it)
+	}
 	// What the old session heard since its last commit, again: a turn the
 	// caller began there is not lost.
 	carried := 0
@@ -318,6 +334,21 @@ func (c *call) switchModel(why string) {
 	c.log.Info("model session rotated", zap.String("why", why), zap.Int("carried_frames", carried),
 		zap.Duration("waited", waited), zap.Int("rotations", c.ms.rotations))
 	c.armRotation(n)
+}
+
+// turnsSinceSeed returns the transcript turns after the last one the next
+// session was seeded with (none when that turn has been folded away).
+func (c *call) turnsSinceSeed() []session.Turn {
+	if c.rot.seeded == 0 {
+		return c.transcript
+	}
+	l := c.rot.lastSeed
+	for i := len(c.transcript) - 1; i >= 0; i-- {
+		if t := c.transcript[i]; t.At.Equal(l.At) && t.Role == l.Role && t.Text == l.Text {
+			return c.transcript[i+1:]
+		}
+	}
+	return nil
 }
 
 // sendTo queues a client event for the next session; a full queue (the

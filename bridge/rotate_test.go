@@ -183,6 +183,16 @@ func TestModelRotationQuietWaitTimesOut(t *testing.T) {
 	if n := len(mc2.InputAudio()); n != 0 {
 		t.Fatalf("%d bytes of caller audio at the next session before the switch", n)
 	}
+	// A turn transcribed while the switch waits reaches the next session too.
+	mc.Transcription("I want to change my order")
+	waitFor(t, "the turn recorded", func() bool {
+		for _, tr := range h.sessions.get(call.CallSID()).Transcript {
+			if tr.Text == "I want to change my order" {
+				return true
+			}
+		}
+		return false
+	})
 	quiet.fire()
 	e := h.waitLog(zapcore.InfoLevel, "model session rotated")
 	if why := e.ContextMap()["why"]; why != "quiet wait timed out" {
@@ -190,6 +200,14 @@ func TestModelRotationQuietWaitTimesOut(t *testing.T) {
 	}
 	waitDone(t, "the old session to close", mc.Done())
 	waitEvent(t, mc2, "input_audio_buffer.append", 120)
+	late := false
+	for _, it := range itemsCreated(t, mc2) {
+		b, _ := json.Marshal(it["content"])
+		late = late || it["role"] == "user" && bytes.Contains(b, []byte("I want to change my order"))
+	}
+	if !late {
+		t.Fatalf("the turn added during the wait was not sent to the new session: %v", itemsCreated(t, mc2))
+	}
 	old, cur, sent := mc.InputAudio(), mc2.InputAudio(), call.SentAudio()
 	carry := min(len(old), carryFrames*twiliotest.FrameBytes)
 	if !bytes.Equal(old[len(old)-carry:], cur[:carry]) {
