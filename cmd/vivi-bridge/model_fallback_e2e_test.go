@@ -51,7 +51,7 @@ func TestModelUnreachableE2E(t *testing.T) {
 				t.Fatalf("apology TwiML %q", tw)
 			}
 			s := e.waitSession(call.CallSID(), "ended", func(s *session.Session) bool { return s.State == session.Ended })
-			if s.EndReason != "model_unavailable" || !timelineHas(s, session.EventModelError, "model unavailable") {
+			if s.EndReason != "model_unavailable" || !timelineHas(s, session.EventModelError, "no model session within") {
 				t.Fatalf("session ended %q: %+v", s.EndReason, s.Timeline)
 			}
 			if e.model.Dials() < 3 {
