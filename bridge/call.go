@@ -108,7 +108,9 @@ type call struct {
 	anomalies  map[string]int
 	framesIn   int
 	framesOut  int
-	probes     probes // liveness probes waiting for a fresh Twilio frame (call_probe.go)
+	probes     probes     // liveness probes waiting for a fresh Twilio frame (call_probe.go)
+	ms         modelState // dials, backoff, drop budget, fallback (call_fault.go)
+	rot        rotation   // the next model session (call_rotate.go)
 }
 
 func newCall(s *Server, ws *websocket.Conn, remote string) *call {
@@ -127,6 +129,7 @@ func newCall(s *Server, ws *websocket.Conn, remote string) *call {
 		closeCode: websocket.CloseNormalClosure,
 	}
 	c.held.limit = int(s.cfg.HoldAudio / byteTime)
+	c.ms.drops = dropBudget{max: s.cfg.MaxRedials, window: s.cfg.RedialWindow}
 	return c
 }
 
@@ -171,6 +174,18 @@ func (c *call) run() {
 			c.transferNow("announcement wait timed out")
 		case <-c.probes.timerC():
 			c.probes.onTimer(time.Now()) // monotonic, not cfg.Now: a bound, not a timestamp
+		case <-c.ms.readyC:
+			c.onReadyTimeout()
+		case <-c.ms.retryC:
+			c.onRetry()
+		case <-c.ms.downC:
+			c.onModelDown()
+		case <-c.rot.at:
+			c.onRotateTimer()
+		case <-c.rot.readyC:
+			c.onNextReadyTimeout()
+		case <-c.rot.quietC:
+			c.onQuietTimeout()
 		}
 	}
 	c.teardown()
@@ -184,7 +199,7 @@ func (c *call) end(reason string) {
 	if c.hangup.started && (reason == ReasonCallerHangup || reason == ReasonTwilioDisconnected) {
 		reason = c.hangupReason() // Twilio's stop is the effect of our hang-up
 	}
-	c.endReason = reason
+	c.endReason = c.endByApology(reason)
 }
 
 // reject refuses a stream before it became a call: no session change, a
@@ -209,6 +224,7 @@ func (c *call) teardown() {
 	close(c.done)   // the writers close their sockets; readers then return
 	c.cancel()      // in-flight dials, look-ups and requests
 	c.closeModel()
+	c.abortRotation("the call ended")
 	if c.writer != nil {
 		c.writer.finish(c.endMutation(c.endReason, c.now()))
 	}

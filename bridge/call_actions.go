@@ -111,7 +111,7 @@ func (c *call) onToolCall(callID, name, args string) {
 	}
 	switch name {
 	case toolEndCall:
-		c.toModelJSON(realtime.FunctionOutput(callID, `{"ok":true}`))
+		c.toModelJSON(c.functionOutput(callID, `{"ok":true}`))
 		c.startHangup()
 	case toolTransfer:
 		var a struct {
@@ -188,6 +188,10 @@ func (c *call) onTransferDone(req TransferRequest, callID string, err error) {
 	c.xferWait = speechWait{}
 	if err != nil {
 		c.log.Warn("transfer failed", zap.String("destination", req.Destination.Name), zap.Error(err))
+		if req.Via == ViaFallback || c.ms.unavailable {
+			c.onFallbackFailed() // no model to tell: the caller hears the apology
+			return
+		}
 		if callID != "" {
 			c.toolOutput(callID, `{"ok":false,"error":"transfer failed"}`)
 		} else if c.model != nil {
@@ -199,7 +203,7 @@ func (c *call) onTransferDone(req TransferRequest, callID string, err error) {
 	c.transferOK = true
 	c.log.Info("transfer under way", zap.String("destination", req.Destination.Name))
 	if callID != "" {
-		c.toModelJSON(realtime.FunctionOutput(callID, `{"ok":true,"status":"transferring"}`))
+		c.toModelJSON(c.functionOutput(callID, `{"ok":true,"status":"transferring"}`))
 	}
 }
 
@@ -259,8 +263,10 @@ func (c *call) onModelError(e *realtime.Error) {
 		c.record(session.EventModelError, realtime.CodeSessionExpired)
 		c.closeModel()
 		if !c.hangup.pending {
-			c.redial()
+			c.onModelLost(true) // an expiry is not a drop
 		}
+	case fatalModelCodes[e.Code]:
+		c.onModelFatal(e)
 	default:
 		// The model's text is remote: scrubbed of credentials before it is logged or stored.
 		c.log.Warn("model error", zap.String("code", clip(e.Code, 64)), zap.String("type", clip(e.Type, 64)), zap.String("message", clip(redact.Text(e.Message), 300)))
@@ -348,6 +354,7 @@ func (c *call) checkWaits() {
 	if c.xferWait.ready(idle) {
 		c.transferNow("announcement played")
 	}
+	c.maybeSwitch()
 }
 
 // hangupNow ends the call through Twilio's REST API, then closes the stream.

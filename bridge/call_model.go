@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"slices"
 	"sync/atomic"
@@ -25,6 +26,9 @@ type modelConn struct {
 	quit  chan struct{}   // closed by the loop to drop this connection
 	ready bool            // session.updated seen; owned by the loop
 	first chan pooledRead // pooled: the watcher's pending read; owned by the reader
+	// born and expires (session.created's expires_at, zero when not
+	// known) time the session for its rotation; owned by the loop.
+	born, expires time.Time
 }
 
 // modelMsg is what a model reader hands the loop: audio ready for Twilio,
@@ -55,16 +59,22 @@ func (c *call) dialModel() {
 	c.gen++
 	gen := c.gen
 	model := c.modelName()
+	ctx, cancel := context.WithCancel(c.ctx)
+	c.armDial(cancel)
 	if model == c.cfg.RealtimeModel {
 		if pc := c.srv.models.take(); pc != nil {
 			c.onDialed(gen, pc.conn, pc.first, nil)
+			if c.model != nil {
+				c.model.born, c.model.expires = pc.born, pc.expires
+			}
 			return
 		}
 	}
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
-		conn, err := c.srv.dialModel(c.ctx, model)
+		defer cancel()
+		conn, err := c.srv.dialModel(ctx, model)
 		select {
 		case c.results <- func() { c.onDialed(gen, conn, nil, err) }:
 		case <-c.done:
@@ -86,12 +96,11 @@ func (c *call) onDialed(gen int, conn *realtime.Conn, first chan pooledRead, err
 	}
 	if err != nil {
 		// A refused dial's error may carry the server's answer: remote text.
-		c.log.Warn("model dial failed: ending the call", zap.Int("redials", c.redials), zap.String("error", redact.Error(err)))
-		c.record(session.EventModelError, "dial failed: "+clip(redact.Error(err), 300))
-		c.end(ReasonModelDropped)
+		c.dialFailed("dial failed: " + clip(redact.Error(err), 300))
 		return
 	}
-	mc := &modelConn{gen: gen, conn: conn, first: first, out: make(chan outFrame, modelOutQueue), quit: make(chan struct{})}
+	mc := &modelConn{gen: gen, conn: conn, first: first, out: make(chan outFrame, modelOutQueue), quit: make(chan struct{}),
+		born: c.now()}
 	c.model = mc
 	c.wg.Add(2)
 	go c.readModel(mc)
@@ -108,27 +117,17 @@ func (c *call) onDialed(gen int, conn *realtime.Conn, first chan pooledRead, err
 // closeModel drops the current model connection (its writer closes it).
 func (c *call) closeModel() {
 	if c.model != nil {
+		c.ms.lostReady = c.model.ready
 		close(c.model.quit)
 		c.model = nil
 	}
 	c.respActive, c.respWanted, c.respAsked = false, false, false
 }
 
-// redial replaces a lost model connection, at most MaxRedials times a call.
-func (c *call) redial() {
-	if c.endReason != "" {
-		return
-	}
-	if c.redials >= c.cfg.MaxRedials {
-		c.log.Warn("model connection lost and the re-dial limit is reached: ending the call", zap.Int("redials", c.redials))
-		c.end(ReasonModelDropped)
-		return
-	}
-	c.redials++
-	c.srv.metrics.redials.Inc()
-	c.log.Info("re-dialling the model", zap.Int("attempt", c.redials))
-	c.dialModel()
-}
+// redial replaces a lost model connection (call_fault.go): a drop of a
+// ready session is re-dialled at once within the drop budget (MaxRedials
+// per RedialWindow), a connection lost before it was ready after a backoff.
+func (c *call) redial() { c.onModelLost(false) }
 
 // readModel is a model socket's only reader.
 func (c *call) readModel(mc *modelConn) {
@@ -309,6 +308,10 @@ gather:
 
 // onModel handles one message of a model reader on the loop.
 func (c *call) onModel(m modelMsg) {
+	if n := c.rot.next; n != nil && m.gen == n.gen {
+		c.onNextModel(m)
+		return
+	}
 	if c.model == nil || m.gen != c.model.gen {
 		c.srv.pool.put(m.buf) // from a connection already dropped
 		return
@@ -401,6 +404,7 @@ func (c *call) dropHeldAudio() []string {
 
 // onModelEvent handles the decoded (non-audio) model events.
 func (c *call) onModelEvent(ev *realtime.ServerEvent) {
+	c.observeModelEvent(ev)
 	switch ev.Type {
 	case realtime.TypeSessionUpdated:
 		c.onSessionUpdated()
@@ -441,6 +445,8 @@ func (c *call) onSessionUpdated() {
 		return
 	}
 	mc.ready = true
+	c.modelReady()
+	c.armRotation(mc)
 	first := !c.greeted
 	c.greeted = true
 	note := ""
@@ -462,16 +468,16 @@ func (c *call) onSessionUpdated() {
 // flushHeld sends the caller audio held while the model was not ready.
 func (c *call) flushHeld() {
 	if c.held.dropped > 0 {
-		c.log.Warn("caller audio held too long while the model was not ready: oldest dropped",
-			zap.Int("dropped_frames", c.held.dropped), zap.Int("dropped_ms", c.held.droppedBytes/bytesPerMs))
-		c.held.dropped, c.held.droppedBytes = 0, 0
+		c.onHeldDropped() // at most once per warnEvery
 	}
 	// One at a time: should the model drop meanwhile, the rest stays held.
 	// A long hold (a re-dial) is flushed as the writer makes room, the rest
 	// with the next caller frames (onCallerAudio), so that the queue stays
 	// small and always has room for the events that follow.
 	for c.held.len() > 0 && c.model != nil && c.model.ready && len(c.model.out) < modelOutQueue-modelOutReserve {
-		c.toModel(c.held.pop().buf)
+		b := c.held.pop().buf
+		c.sentCaller(*b)
+		c.toModel(b)
 	}
 }
 

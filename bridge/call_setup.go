@@ -229,6 +229,7 @@ func (c *call) accept(r setupResult) {
 		c.from = sess.From
 		c.transcript = slices.Clone(sess.Transcript)
 		c.note = failedTransferNote(sess)
+		c.ms.fallbackFailed = fallbackFailedBefore(sess)
 	}
 	c.writer = newSessionWriter(context.WithoutCancel(c.ctx), c.srv.deps.Sessions, c.callSID, c.log, c.cfg.StoreTimeout)
 	c.wg.Add(1)

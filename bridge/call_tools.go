@@ -1,6 +1,8 @@
 package bridge
 
 import (
+	"slices"
+
 	"go.uber.org/zap"
 
 	"github.com/vivi/bridge/bridge/realtime"
@@ -133,7 +135,7 @@ func (c *call) onResponseOutput(r *realtime.ServerResponse) {
 // without a response.create, and the model is told (once a turn) that
 // tools are unavailable for now.
 func (c *call) toolRound(callID, output string) {
-	c.toModelJSON(realtime.FunctionOutput(callID, output))
+	c.toModelJSON(c.functionOutput(callID, output))
 	if c.tools.turn < maxToolRoundsPerTurn && c.tools.total < maxToolRoundsPerCall {
 		c.tools.turn++
 		c.tools.total++
@@ -153,4 +155,20 @@ func (c *call) toolRound(callID, output string) {
 	c.log.Warn("model tool-call round limit reached: not asking for another response",
 		zap.String("scope", scope), zap.Int("rounds_turn", c.tools.turn), zap.Int("rounds_call", c.tools.total))
 	c.toModelJSON(realtime.Message("system", toolsUnavailable))
+}
+
+// functionOutput is the item answering the tool call callID with output;
+// the call and its output are kept as a tool turn of the transcript (a
+// bounded number a call), so that a new model session is seeded with them.
+func (c *call) functionOutput(callID, output string) realtime.ItemCreate {
+	if tc := c.tools.calls[callID]; tc != nil && c.writer != nil && c.tools.acted <= maxRecordedToolCalls {
+		now := c.now()
+		call := session.ToolCall{CallID: callID, Name: tc.name, Arguments: tc.args, Output: output}
+		c.transcript = append(c.transcript, session.ToolTurn(now, call))
+		if n := len(c.transcript); n > session.MaxTranscriptTurns {
+			c.transcript = slices.Delete(c.transcript, 0, n-session.MaxTranscriptTurns)
+		}
+		c.writer.toolTurn(now, call)
+	}
+	return realtime.FunctionOutput(callID, output)
 }

@@ -262,6 +262,7 @@ func (c *call) onCallerAudio(m twilioMsg) {
 	c.framesIn++
 	c.srv.metrics.framesIn.Inc()
 	if c.model != nil && c.model.ready && c.held.len() == 0 {
+		c.sentCaller(*m.buf)
 		c.toModel(m.buf)
 		return
 	}

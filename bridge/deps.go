@@ -60,9 +60,12 @@ type Agents interface {
 	CallAgent(ctx context.Context, channelID, agentID string) (Agent, error)
 }
 
-// CallControl ends live calls (Twilio REST UpdateCall Status=completed).
+// CallControl ends live calls (Twilio REST UpdateCall Status=completed) and
+// replaces the TwiML they run (UpdateCall Twiml=; the apology when the
+// model cannot be reached).
 type CallControl interface {
 	Hangup(ctx context.Context, callSID string) error
+	UpdateTwiML(ctx context.Context, callSID, twiml string) error
 }
 
 // Transferer hands a live call back to the customer's PBX.
@@ -82,6 +85,10 @@ type Agent struct {
 	Model         string
 	TurnDetection TurnDetection
 	Destinations  []Destination
+	// FallbackDestination names the destination a call is transferred to
+	// when the model cannot be reached (ViaFallback); "" for none (the
+	// caller hears an apology and the call ends).
+	FallbackDestination string
 	// DTMF binds a digit ("0"-"9", "*", "#") to a destination name.
 	DTMF map[string]string
 }
@@ -115,6 +122,7 @@ const (
 	ViaTool     = "tool"
 	ViaDTMF     = "dtmf"
 	ViaOperator = "operator"
+	ViaFallback = "fallback" // the model could not be reached
 )
 
 // TransferRequest asks to transfer a live call to one of its agent's
@@ -124,14 +132,14 @@ type TransferRequest struct {
 	ChannelID   string
 	AgentID     string
 	Destination Destination
-	Via         string // ViaTool, ViaDTMF or ViaOperator
+	Via         string // ViaTool, ViaDTMF, ViaOperator or ViaFallback
 }
 
 // End reasons recorded on the session (session.Session.EndReason).
 const (
 	ReasonCallerHangup       = "caller_hangup"
 	ReasonTwilioDisconnected = "twilio_disconnected"
-	ReasonModelDropped       = "model_dropped"
+	ReasonModelDropped       = "model_dropped" // no longer set: see ReasonModelUnavailable
 	ReasonAgentHangup        = "agent_hangup"
 	ReasonOperatorHangup     = "operator_hangup"
 	ReasonShutdown           = "shutdown"

@@ -22,36 +22,46 @@ func waitDone(t *testing.T, what string, done <-chan struct{}) {
 	}
 }
 
+// TestModelDropEndsCall: the model is gone for good (its server closed):
+// the re-dials fail until ModelWait, then the caller hears the apology
+// (the agent has no fallback destination) and the call ends with
+// model_unavailable. Issue 10 changed this from "the first failed re-dial
+// ends the call with model_dropped and 1011".
 func TestModelDropEndsCall(t *testing.T) {
-	h := newHarness(t, harnessOpts{})
+	timers := newFakeAfter()
+	h := newHarness(t, harnessOpts{cfg: func(c *Config) { c.After = timers.after; c.ModelWait = testModelWait }})
 	call, mc := h.call(nil)
 	waitEvent(t, mc, "input_audio_buffer.append", 1)
-	h.model.Close() // the connection drops and the re-dial is refused
+	h.model.Close() // the connection drops and the re-dials are refused
+	h.waitLog(0, "model dial failed: re-dialling after a backoff")
+	timers.await(t, testModelWait, 2).fire() // the first bounded the start
 	waitDone(t, "the Twilio socket to close", call.Done())
-	if !call.ClosedByServer() {
-		t.Fatal("Twilio socket not closed by the bridge")
-	}
-	if s := h.waitEnded(call.CallSID()); s.EndReason != ReasonModelDropped {
+	if s := h.waitEnded(call.CallSID()); s.EndReason != ReasonModelUnavailable {
 		t.Fatalf("end reason %q", s.EndReason)
 	}
-	h.waitLog(0, "model dial failed: ending the call")
+	waitApology(t, h, call.CallSID())
 }
 
+// TestModelRedialLimit: MaxRedials drops within RedialWindow are
+// re-dialled; the next one gives up on the model (issue 10: the end is
+// the apology, reason model_unavailable, not model_dropped).
 func TestModelRedialLimit(t *testing.T) {
 	h := newHarness(t, harnessOpts{cfg: func(c *Config) { c.MaxRedials = 2 }})
 	call, mc := h.call(nil)
 	for i := range 3 {
 		waitEvent(t, mc, "session.update", 1)
+		waitEvent(t, mc, "response.create", 1) // ready: a drop, not a failed dial
 		mc.CloseWith(1011, "internal error")
 		if i < 2 {
 			mc = h.nextConn()
 		}
 	}
 	waitDone(t, "the Twilio socket to close", call.Done())
-	if s := h.waitEnded(call.CallSID()); s.EndReason != ReasonModelDropped {
+	if s := h.waitEnded(call.CallSID()); s.EndReason != ReasonModelUnavailable {
 		t.Fatalf("end reason %q", s.EndReason)
 	}
-	h.waitLog(0, "re-dial limit is reached")
+	h.waitLog(0, "drop budget is spent")
+	waitApology(t, h, call.CallSID())
 }
 
 func TestTwilioDropEndsCall(t *testing.T) {

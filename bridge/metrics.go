@@ -16,6 +16,9 @@ type metrics struct {
 	framesOut prometheus.Counter // model -> Twilio
 	bargeIns  prometheus.Counter
 	redials   prometheus.Counter
+	// rotations and modelUnavailable: model sessions replaced before
+	// their expiry, and calls that gave up on the model (call_fault.go).
+	rotations, modelUnavailable prometheus.Counter
 	// toolLimited counts tool calls answered without asking the model for
 	// another response, by the limit reached ("turn" or "call").
 	toolLimited *prometheus.CounterVec
@@ -79,6 +82,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Namespace: "vivi", Subsystem: "bridge", Name: "model_redials_total",
 			Help: "Realtime model connections re-dialled mid-call.",
 		}),
+		rotations: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "vivi", Subsystem: "bridge", Name: "model_rotations_total",
+			Help: "Model sessions replaced before their expiry (make-before-break).",
+		}),
+		modelUnavailable: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "vivi", Subsystem: "bridge", Name: "model_unavailable_total",
+			Help: "Calls that gave up on the model (no session in time, or the drop budget spent): a fallback transfer or the apology.",
+		}),
 		toolLimited: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "vivi", Subsystem: "bridge", Name: "tool_rounds_limited_total",
 			Help: "Times a call's tool-call round limit stopped the bridge from asking the model for another response, by scope (turn, call).",
@@ -113,7 +124,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	for _, r := range []string{discardExpired, discardClosed, discardEvent, discardShutdown} {
 		m.poolDiscarded.WithLabelValues(r)
 	}
-	for _, r := range []string{ReasonCallerHangup, ReasonTwilioDisconnected, ReasonModelDropped, ReasonAgentHangup, ReasonOperatorHangup, ReasonShutdown, labelTransferred} {
+	for _, r := range []string{ReasonCallerHangup, ReasonTwilioDisconnected, ReasonModelDropped, ReasonModelUnavailable, ReasonAgentHangup, ReasonOperatorHangup, ReasonShutdown, labelTransferred} {
 		m.ended.WithLabelValues(r)
 	}
 	for _, r := range []string{rejectSignature, rejectDraining, rejectNoStart, rejectToken, rejectReused, rejectSession, rejectAgent,
@@ -123,7 +134,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.active, m.ended, m.rejected, frames, m.bargeIns, m.redials, m.toolLimited, m.agentDropped,
+	for _, c := range []prometheus.Collector{m.active, m.ended, m.rejected, frames, m.bargeIns, m.redials, m.rotations, m.modelUnavailable, m.toolLimited, m.agentDropped,
 		m.poolSize, m.poolTakes, m.poolDiscarded, m.poolDialFailures} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("bridge: register metrics (one Server per registry): %w", err)

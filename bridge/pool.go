@@ -50,10 +50,12 @@ type modelPool struct {
 
 // pooledConn is one pooled connection. state is guarded by the pool's mu.
 type pooledConn struct {
-	conn  *realtime.Conn
-	born  time.Time
-	state int             // pooledIdle, pooledTaken, pooledDiscarded
-	first chan pooledRead // cap 1: the watcher's read handed to the taker
+	conn *realtime.Conn
+	born time.Time
+	// expires is session.created's expires_at, zero when not given.
+	expires time.Time
+	state   int             // pooledIdle, pooledTaken, pooledDiscarded
+	first   chan pooledRead // cap 1: the watcher's read handed to the taker
 }
 
 const (
@@ -243,10 +245,13 @@ func (p *modelPool) fill() error {
 	p.filling = conn // stop closes it: the read below then returns
 	p.mu.Unlock()
 	msg, err := conn.Read(nil)
+	var expires time.Time
 	if err == nil {
 		var ev *realtime.ServerEvent
 		if ev, err = realtime.ParseEvent(msg); err == nil && ev.Type != realtime.TypeSessionCreated {
 			err = fmt.Errorf("first model event is %q, not session.created", clip(ev.Type, 60))
+		} else if err == nil && ev.Session != nil && ev.Session.ExpiresAt > 0 {
+			expires = time.Unix(ev.Session.ExpiresAt, 0)
 		}
 	}
 	p.mu.Lock()
@@ -259,7 +264,7 @@ func (p *modelPool) fill() error {
 		_ = conn.Close()
 		return err
 	}
-	pc := &pooledConn{conn: conn, born: p.now(), first: make(chan pooledRead, 1)}
+	pc := &pooledConn{conn: conn, born: p.now(), expires: expires, first: make(chan pooledRead, 1)}
 	p.idle = append(p.idle, pc)
 	p.m.poolSize.Set(float64(len(p.idle)))
 	p.wg.Add(1)

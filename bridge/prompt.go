@@ -124,7 +124,8 @@ func tools(agent Agent) []realtime.Tool {
 
 // seedItems are the conversation items that restore a conversation on a
 // new model connection: caller turns as user input_text, agent turns as
-// assistant output_text, the most recent that fit in seedBudget, then note
+// assistant output_text, tool turns as the function_call item and its
+// function_call_output, the most recent that fit in seedBudget, then note
 // (e.g. that a transfer failed) as a system message when non-empty.
 func seedItems(transcript []session.Turn, note string) []realtime.ItemCreate {
 	start, total := len(transcript), 0
@@ -134,6 +135,12 @@ func seedItems(transcript []session.Turn, note string) []realtime.ItemCreate {
 	}
 	items := make([]realtime.ItemCreate, 0, len(transcript)-start+1)
 	for _, t := range transcript[start:] {
+		if t.Tool != nil {
+			// The call and its output, as the model made and got them.
+			items = append(items, realtime.FunctionCall(t.Tool.CallID, t.Tool.Name, t.Tool.Arguments),
+				realtime.FunctionOutput(t.Tool.CallID, t.Tool.Output))
+			continue
+		}
 		role := "user"
 		if t.Role == session.RoleAgent {
 			role = "assistant"

@@ -67,8 +67,23 @@ type Config struct {
 	// HangupWait bounds the wait for the goodbye to finish playing after
 	// the model's response is done, before end_call hangs up; 15 s.
 	HangupWait time.Duration
-	// MaxRedials is how many times a call may re-dial the model; 3.
+	// MaxRedials is how many drops of a ready model session a call survives
+	// within any RedialWindow (each re-dialled at once); one more gives up
+	// on the model (the fallback). A rate, not a lifetime count; 5.
+	// Rotations before expiry and expiries are not drops.
 	MaxRedials int
+	// RedialWindow is the window of MaxRedials; 10 min.
+	RedialWindow time.Duration
+	// ModelReadyTimeout bounds one dial until the session is ready (the
+	// handshake, session.created and session.updated); a dial that is not
+	// ready in time is dropped and counted as failed, and failed dials are
+	// re-dialled with a jittered backoff from 200 ms to 3 s; 5 s.
+	ModelReadyTimeout time.Duration
+	// ModelWait bounds the time a call goes without a ready model session
+	// (at the start, or after a drop) before it gives up on the model: a
+	// transfer to the agent's fallback destination, or an apology and the
+	// end of the call; 5 s.
+	ModelWait time.Duration
 	// StoreTimeout bounds each session write and each call-control or
 	// transfer request; 10 s.
 	StoreTimeout time.Duration
@@ -114,8 +129,11 @@ func (c Config) withDefaults() Config {
 		c.TranscriptionModel = "gpt-4o-mini-transcribe"
 	}
 	if c.MaxRedials <= 0 {
-		c.MaxRedials = 3
+		c.MaxRedials = 5
 	}
+	def(&c.RedialWindow, 10*time.Minute)
+	def(&c.ModelReadyTimeout, 5*time.Second)
+	def(&c.ModelWait, 5*time.Second)
 	def(&c.StartTimeout, 10*time.Second)
 	def(&c.SetupTimeout, 10*time.Second)
 	def(&c.DialTimeout, 10*time.Second)

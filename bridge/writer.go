@@ -111,6 +111,14 @@ func (w *sessionWriter) turn(now time.Time, role, text string) {
 	w.signal()
 }
 
+// toolTurn queues a function call and its output as a transcript turn.
+func (w *sessionWriter) toolTurn(now time.Time, tc session.ToolCall) {
+	w.mu.Lock()
+	w.tail().AddToolTurn(now, tc)
+	w.mu.Unlock()
+	w.signal()
+}
+
 // tail returns the scratch record of the last pending segment. w.mu is held.
 func (w *sessionWriter) tail() *session.Session {
 	if n := len(w.pending); n == 0 || w.pending[n-1].adds == nil {
@@ -243,7 +251,7 @@ func applyAdds(s, adds *session.Session) {
 	}
 	s.Folded += adds.Folded
 	for _, t := range adds.Transcript {
-		s.AddTurn(t.At, t.Role, t.Text)
+		s.PutTurn(t)
 	}
 	s.TranscriptFolded += adds.TranscriptFolded
 }

@@ -99,6 +99,7 @@ const (
 	EventModelConnected  = "model_connected"
 	EventModelError      = "model_error"
 	EventModelReconnect  = "model_reconnected"
+	EventModelRotated    = "model_rotated"
 	EventBargeIn         = "barge_in"
 	EventDigit           = "dtmf"
 	EventToolCall        = "tool_call"
@@ -115,6 +116,8 @@ const (
 const (
 	RoleCaller = "caller"
 	RoleAgent  = "agent"
+	// RoleTool is a function call of the agent with its output (Turn.Tool).
+	RoleTool = "tool"
 )
 
 // Event is one entry of a session's timeline.
@@ -129,6 +132,8 @@ type Turn struct {
 	At   time.Time `json:"at"`
 	Role string    `json:"role"`
 	Text string    `json:"text"`
+	// Tool is the function call of a RoleTool turn (Text then summarises it).
+	Tool *ToolCall `json:"tool,omitempty"`
 }
 
 // TransferParam is the query parameter of the <Refer action> URL naming the
@@ -144,7 +149,7 @@ type Transfer struct {
 	ID          string    `json:"id,omitempty"`
 	Destination string    `json:"destination"`
 	URI         string    `json:"uri"`
-	Via         string    `json:"via"` // tool, dtmf, operator
+	Via         string    `json:"via"` // tool, dtmf, operator, fallback
 	At          time.Time `json:"at"`
 	// Error is set when the REST update that starts the REFER failed.
 	Error string `json:"error,omitempty"`
@@ -257,7 +262,12 @@ func (s *Session) AddTurn(now time.Time, role, text string) {
 	if text == "" {
 		return
 	}
-	s.Transcript = append(s.Transcript, Turn{At: now, Role: role, Text: truncate(text, MaxTurnText)})
+	s.appendTurn(now, Turn{At: now, Role: role, Text: truncate(text, MaxTurnText)})
+}
+
+// appendTurn appends t and folds the oldest turns beyond the bounds.
+func (s *Session) appendTurn(now time.Time, t Turn) {
+	s.Transcript = append(s.Transcript, t)
 	total := 0
 	for _, t := range s.Transcript {
 		total += turnSize(t)
@@ -271,7 +281,7 @@ func (s *Session) AddTurn(now time.Time, role, text string) {
 	s.UpdatedAt = now
 }
 
-func turnSize(t Turn) int { return len(t.Text) + turnOverhead }
+func turnSize(t Turn) int { return len(t.Text) + turnOverhead + t.Tool.size() }
 
 // transcriptHead is the number of leading turns within TranscriptHeadBytes
 // (and half the turn limit), never all of them: the next one is the oldest

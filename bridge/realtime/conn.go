@@ -16,9 +16,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -143,7 +145,12 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 		d = &websocket.Dialer{Proxy: http.ProxyFromEnvironment, HandshakeTimeout: DefaultHandshakeTimeout,
 			ReadBufferSize: 4096, WriteBufferSize: 512}
 	}
+	d, detach := abortable(ctx, d)
 	ws, resp, err := d.DialContext(ctx, u.String(), AuthHeader(u.Hostname(), cfg.APIKey))
+	if err == nil && !detach() {
+		_ = ws.Close()
+		err = ctx.Err()
+	}
 	if err != nil {
 		if resp != nil {
 			why := refusal(resp)
@@ -152,6 +159,44 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 		return nil, fmt.Errorf("realtime: dial %s%s: %w", u.Host, u.Path, err)
 	}
 	return newConn(ws, cfg), nil
+}
+
+// abortable returns a copy of d whose connection is closed when outer (the
+// dial's context) ends before detach is called: once the TCP connection is
+// up, gorilla honours only the context's deadline, so a server that never
+// answers the upgrade would hold a cancelled dial until then (a call's
+// dial is cancelled when its session is not ready in time). detach reports
+// false when outer ended first (the connection is closed then). The watch
+// is on outer: gorilla cancels the context it hands NetDialContext when the
+// dial returns.
+func abortable(outer context.Context, d *websocket.Dialer) (*websocket.Dialer, func() bool) {
+	cp := *d
+	base := d.NetDialContext
+	if base == nil {
+		var nd net.Dialer
+		base = nd.DialContext
+	}
+	var mu sync.Mutex
+	var stops []func() bool
+	cp.NetDialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		nc, err := base(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		mu.Lock()
+		stops = append(stops, context.AfterFunc(outer, func() { _ = nc.Close() }))
+		mu.Unlock()
+		return nc, nil
+	}
+	return &cp, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		ok := true
+		for _, stop := range stops {
+			ok = stop() && ok
+		}
+		return ok
+	}
 }
 
 // newConn takes ws over after the handshake. The model may send its first

@@ -140,6 +140,9 @@ type Item struct {
 	Content []Content `json:"content,omitempty"`
 	CallID  string    `json:"call_id,omitempty"`
 	Output  string    `json:"output,omitempty"`
+	// Name and Arguments are a function_call item's.
+	Name      string `json:"name,omitempty"`
+	Arguments string `json:"arguments,omitempty"`
 }
 
 // Content is one part of a message.
@@ -169,6 +172,12 @@ func Message(role, text string) ItemCreate {
 // FunctionOutput returns the conversation.item.create answering a tool call.
 func FunctionOutput(callID, output string) ItemCreate {
 	return ItemCreate{Type: TypeItemCreate, Item: Item{Type: "function_call_output", CallID: callID, Output: output}}
+}
+
+// FunctionCall returns the conversation.item.create of a function_call
+// item (a re-seeded call of the model's).
+func FunctionCall(callID, name, arguments string) ItemCreate {
+	return ItemCreate{Type: TypeItemCreate, Item: Item{Type: "function_call", CallID: callID, Name: name, Arguments: arguments}}
 }
 
 // Truncate returns the conversation.item.truncate of an assistant item.

@@ -63,6 +63,8 @@ func (a callAgents) CallAgent(ctx context.Context, channelID, agentID string) (b
 		Voice:        ag.Voice,
 		Model:        ag.Model,
 		DTMF:         ag.DTMF,
+		// Validated against the destinations when the agent is stored.
+		FallbackDestination: ag.FallbackDestination,
 	}
 	if td := ag.TurnDetection; td != nil {
 		out.TurnDetection = bridge.TurnDetection{Threshold: td.Threshold, SilenceMs: td.SilenceMs, PrefixPaddingMs: td.PrefixPaddingMs}

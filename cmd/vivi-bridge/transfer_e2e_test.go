@@ -248,13 +248,18 @@ func TestBusyTransferResumesOnOtherPod(t *testing.T) {
 	e.route("pod-b") // everything Twilio sends from now on lands on pod B
 	conn.CallFunction("transfer_call", `{"destination":"Front Desk"}`)
 	stream2, conn2 := e.streamAndModel(call, 2)
+	// The seed comes before the response.create. Since issue 10 it may also
+	// hold the transfer_call and its output (when the transfer's answer
+	// was recorded before Twilio stopped the stream), so the items are read
+	// once the response is asked for, not counted.
+	if _, err := conn2.WaitEvent(e.ctx, "response.create", 1); err != nil {
+		t.Fatal(err)
+	}
 	var seeded []string
-	for i := 1; i <= 3; i++ {
-		ev, err := conn2.WaitEvent(e.ctx, "conversation.item.create", i)
-		if err != nil {
-			t.Fatalf("seed item %d: %v", i, err)
+	for _, ev := range conn2.Events() {
+		if ev.Type == "conversation.item.create" {
+			seeded = append(seeded, string(ev.Raw))
 		}
-		seeded = append(seeded, string(ev.Raw))
 	}
 	all := strings.Join(seeded, "\n")
 	for _, want := range []string{"Hello, reception.", "I need to talk to a person please.", "The transfer to Front Desk failed (busy, SIP 486)"} {

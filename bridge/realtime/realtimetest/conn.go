@@ -107,7 +107,7 @@ func newConn(s *Server, ws *websocket.Conn, model string, h http.Header, beta bo
 		counts:     map[string]int{},
 		items:      map[string]*item{},
 	}
-	c.session = defaultSession(s.newID("sess"), model, time.Now())
+	c.session = defaultSession(s.newID("sess"), model, time.Now(), s.opts.ExpiresIn)
 	c.convID = s.newID("conv")
 	ws.SetReadLimit(readLimit)
 	return c
@@ -125,6 +125,9 @@ func (c *Conn) run() {
 		c.closeLocked(4000, msg)
 	} else {
 		c.emitLocked("session.created", map[string]any{"session": c.session})
+		if c.opts.FatalError != "" {
+			c.errorLocked("invalid_request_error", c.opts.FatalError, "The session cannot continue ("+c.opts.FatalError+").", nil, nil)
+		}
 	}
 	c.mu.Unlock()
 

@@ -38,11 +38,10 @@ func (c *Conn) handle(data []byte, at time.Time) {
 	if typ == "input_audio_buffer.append" {
 		// Recorded after its audio is kept, so that a WaitEvent for the
 		// n-th append sees InputAudio with that append in it.
-		c.onAppend(h)
 		if c.opts.DiscardAudio {
 			data = nil
 		}
-		c.record(ClientEvent{Type: typ, Raw: data, At: at})
+		c.onAppend(h, func() { c.record(ClientEvent{Type: typ, Raw: data, At: at}) })
 		return
 	}
 	c.record(ClientEvent{Type: typ, Raw: data, At: at})
@@ -102,16 +101,22 @@ func optional(s string) *string {
 	return &s
 }
 
-func (c *Conn) onAppend(h header) {
+// onAppend keeps an append's audio and answers it; rec records the event:
+// before the error of an invalid one (a client that reads the error finds
+// the event recorded), after the audio is kept otherwise.
+func (c *Conn) onAppend(h header, rec func()) {
 	if h.Audio == nil {
+		rec()
 		c.fail(h.EventID, "missing_required_parameter", "Missing required parameter: 'audio'.", "audio")
 		return
 	}
 	audio, err := base64.StdEncoding.DecodeString(*h.Audio)
 	if err != nil {
+		rec()
 		c.fail(h.EventID, "invalid_value", "Invalid 'audio'. Expected base64-encoded audio bytes.", "audio")
 		return
 	}
+	defer rec()
 	c.mu.Lock()
 	c.inputLen += len(audio)
 	if !c.opts.DiscardAudio {
@@ -210,6 +215,9 @@ func (c *Conn) onSessionUpdate(h header, data []byte) {
 		return
 	}
 	mergeSession(c.session, ev.Session.(map[string]any))
+	if c.opts.NoSessionUpdated {
+		return
+	}
 	c.emitLocked("session.updated", map[string]any{"session": c.session})
 }
 

@@ -99,6 +99,27 @@ type Options struct {
 	DiscardAudio bool
 	// Logger receives connection-level logs (never audio or keys); default no-op.
 	Logger *zap.Logger
+
+	// Faults of the model service, for tests of the bridge's re-dials,
+	// rotations and fallbacks. The zero values are a healthy service.
+
+	// ExpiresIn is the session lifetime reported in session.created's
+	// expires_at (unix seconds, rounded up); default 60 minutes, the GA cap.
+	// Nothing expires the session by itself: tests call Conn.Expire.
+	ExpiresIn time.Duration
+	// RefuseDials answers the first RefuseDials handshakes with HTTP
+	// RefuseStatus (default 503) and the API's JSON error body.
+	RefuseDials  int
+	RefuseStatus int
+	// NoUpgrade accepts the TCP connection and reads the handshake but never
+	// answers it (until the client gives up or the server closes).
+	NoUpgrade bool
+	// NoSessionUpdated accepts session.update without ever answering it
+	// with session.updated.
+	NoSessionUpdated bool
+	// FatalError, when set, is the code of an error event sent right after
+	// session.created (e.g. "insufficient_quota"); the connection stays open.
+	FatalError string
 }
 
 func (o Options) withDefaults() Options {
@@ -127,6 +148,12 @@ func (o Options) withDefaults() Options {
 	if o.Logger == nil {
 		o.Logger = zap.NewNop()
 	}
+	if o.ExpiresIn <= 0 {
+		o.ExpiresIn = sessionDuration
+	}
+	if o.RefuseStatus == 0 {
+		o.RefuseStatus = http.StatusServiceUnavailable
+	}
 	return o
 }
 
@@ -138,6 +165,7 @@ type Server struct {
 	url      string
 	upgrader websocket.Upgrader
 	ids      atomic.Uint64 // source of event_, item_, resp_ ... ids
+	dials    atomic.Int64  // handshakes received (refused ones included)
 
 	wg sync.WaitGroup // the Serve loop, every handler and every connection
 
@@ -179,6 +207,10 @@ func NewServer(opts Options) *Server {
 	}()
 	return s
 }
+
+// Dials returns the number of handshakes received so far, refused and
+// unanswered ones included.
+func (s *Server) Dials() int { return int(s.dials.Load()) }
 
 // URL returns "ws://127.0.0.1:<port>/v1/realtime"; callers append ?model=.
 func (s *Server) URL() string { return s.url }
@@ -262,6 +294,18 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
 	s.mu.Unlock()
 	defer s.wg.Done()
 
+	if n := s.dials.Add(1); n <= int64(s.opts.RefuseDials) {
+		code := "server_error"
+		if s.opts.RefuseStatus == http.StatusTooManyRequests {
+			code = "rate_limit_exceeded"
+		}
+		httpError(w, s.opts.RefuseStatus, code, "The server is temporarily unable to take the session.", nil)
+		return
+	}
+	if s.opts.NoUpgrade {
+		<-r.Context().Done() // never answered: the client times out, or Close ends it
+		return
+	}
 	if !s.authorized(r.Header) {
 		httpError(w, http.StatusUnauthorized, "invalid_api_key",
 			"Incorrect API key provided. You can find your API key at https://platform.openai.com/account/api-keys.", nil)

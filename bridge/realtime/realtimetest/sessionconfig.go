@@ -42,7 +42,7 @@ func invalid(code, param, format string, args ...any) *apiError {
 
 // defaultSession is the GA session object of session.created: PCM 24 kHz
 // both ways and server VAD, as the real service starts.
-func defaultSession(id, model string, now time.Time) map[string]any {
+func defaultSession(id, model string, now time.Time, lifetime time.Duration) map[string]any {
 	return map[string]any{
 		"type":              "realtime",
 		"object":            "realtime.session",
@@ -57,7 +57,7 @@ func defaultSession(id, model string, now time.Time) map[string]any {
 		"truncation":        "auto",
 		"prompt":            nil,
 		"include":           nil,
-		"expires_at":        now.Add(sessionDuration).Unix(),
+		"expires_at":        now.Add(lifetime + time.Second - 1).Unix(), // rounded up
 		"audio": map[string]any{
 			"input": map[string]any{
 				"format":          map[string]any{"type": "audio/pcm", "rate": 24000},
