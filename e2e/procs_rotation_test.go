@@ -1,11 +1,6 @@
-//go:build procs_pending_rotation
-
 package e2e
 
-// Rotation on a short expiry (issue 10 parts 4 and 5). Its own build tag,
-// procs_pending_rotation, because it needs an option of the fake model that
-// H-model adds (it does not compile before); the tag is removed at
-// integration, like procs_pending.
+// Rotation on a short expiry (issue 10 parts 4 and 5) with a real process.
 
 import (
 	"testing"
@@ -20,13 +15,9 @@ import (
 // seconds ahead; the bridge opens the next session before it
 // (make-before-break) on the same pod and stream, seeded with the
 // conversation; no caller audio is lost and the gap is measured.
-//
-// realtimetest.Options.SessionExpiresIn is the option issue 10 part 4 asks
-// for ("the fake model can set a short expires_at"); rename here if H-model
-// named it otherwise.
 func TestProcsRotationShortExpiry(t *testing.T) {
 	opts := greeted()
-	opts.SessionExpiresIn = 4 * time.Second
+	opts.ExpiresIn = 15 * time.Second // the bridge plans no rotation for a life under 10 s (clock skew guard)
 	w := newWorld(t, worldOptions{model: opts})
 	w.startPod("pod-a")
 	call := w.place()
