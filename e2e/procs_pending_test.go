@@ -260,7 +260,7 @@ func TestProcsModelNeverAnswers(t *testing.T) {
 			t.Fatalf("outcome %s: %v", call.Outcome(), call.Events())
 		}
 		s := w.waitSession(call.CallSID(), "fallback transfer recorded", func(s *session.Session) bool {
-			return len(s.Transfers) == 1 && s.State == session.Ended
+			return len(s.Transfers) == 1 && s.State == session.Transferred && s.Transfers[0].Via == "fallback"
 		})
 		if !strings.Contains(s.Transfers[0].Destination, "Front Desk") {
 			t.Fatalf("transfer %+v", s.Transfers[0])
