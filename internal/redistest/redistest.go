@@ -9,8 +9,8 @@ import (
 	"bufio"
 	"fmt"
 	"net"
-	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"testing"
@@ -84,11 +84,9 @@ func (s *Server) start() {
 		"--save", "",
 		"--appendonly", "no",
 		"--dir", s.dir,
-		"--logfile", "",
+		"--logfile", filepath.Join(s.dir, "redis.log"),
 		"--loglevel", "warning",
 	)
-	cmd.Stdout = os.Stderr
-	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		s.tb.Fatalf("redistest: start redis-server: %v", err)
 	}
