@@ -41,8 +41,9 @@ func NewConfigCopy(src ConfigSource) *ConfigCopy {
 }
 
 // Reload reads every agent and channel from the source and makes them the
-// copy, unless keepNonEmpty is set and the source is empty while the copy is
-// not (the store lost its data: keep routing from what we had). It reports
+// copy, unless keepNonEmpty is set and the source has no agents or no
+// channels while the copy has some (the store may have lost its data: keep
+// routing from what we had; the caller tells a loss from a deletion). It reports
 // the counts of the copy now in use and whether the old one was kept.
 func (c *ConfigCopy) Reload(ctx context.Context, now time.Time, keepNonEmpty bool) (agents, channels int, kept bool, err error) {
 	ags, err := c.src.Agents(ctx)
@@ -53,7 +54,9 @@ func (c *ConfigCopy) Reload(ctx context.Context, now time.Time, keepNonEmpty boo
 	if err != nil {
 		return 0, 0, false, fmt.Errorf("store: reload config copy: %w", err)
 	}
-	if old := c.cur.Load(); keepNonEmpty && len(ags)+len(chs) == 0 && old.agents+old.channels > 0 {
+	// Agents and channels are two reads: a store that lost its data between
+	// them gives one half empty, so either half gone counts.
+	if old := c.cur.Load(); keepNonEmpty && (len(ags) == 0 && old.agents > 0 || len(chs) == 0 && old.channels > 0) {
 		return old.agents, old.channels, true, nil
 	}
 	mem := NewMemory(Options{})

@@ -155,8 +155,9 @@ func (w *storeWatch) runConfigCopy(ctx context.Context, reloadEvery time.Duratio
 		case <-tick.C:
 			w.reload(ctx)
 		case <-retry.C: // only to retry a failed subscription
-		case <-w.reloadNow:
-			w.reload(ctx)
+		case <-w.reloadNow: // the store is back: subscribe anew (its connection may be dead), then reload
+			unsubscribe()
+			notices, unsubscribe = nil, func() {}
 		}
 	}
 }

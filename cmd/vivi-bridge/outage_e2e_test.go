@@ -202,7 +202,12 @@ func TestRedisLostConfigReportedAndRoutedFromCopy(t *testing.T) {
 	if status != http.StatusOK && status != http.StatusCreated {
 		t.Fatalf("re-create agent: %d %s", status, resp)
 	}
-	waitHealth(t, b, "config copy: 1 agents, 0 channels")
+	status, resp = adminDo(t, "POST", b.url+"/v1/channels",
+		`{"id":"tls-pbx","name":"TLS PBX","originHost":"203.0.113.10","extensions":["1001"],"agentId":"reception"}`)
+	if status != http.StatusCreated {
+		t.Fatalf("re-create channel: %d %s", status, resp)
+	}
+	waitHealth(t, b, "config copy: 1 agents, 1 channels")
 	if body := waitHealth(t, b, "store: ok"); strings.Contains(body, "config lost") {
 		t.Errorf("still reported lost after the operator applied configuration:\n%s", body)
 	}

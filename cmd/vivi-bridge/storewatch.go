@@ -182,6 +182,16 @@ func (w *storeWatch) setUp() {
 	w.log.Info("store recovered", zap.Float64("degraded_for_s", now.Sub(w.since).Seconds()))
 	w.up, w.since, w.lastErr = true, now, ""
 	w.metrics.up.Set(1)
+	w.kickReload()
+}
+
+// kickReload asks runConfigCopy to subscribe again and reload, without
+// blocking.
+func (w *storeWatch) kickReload() {
+	select {
+	case w.reloadNow <- struct{}{}:
+	default:
+	}
 }
 
 func (w *storeWatch) storeUp() bool {
@@ -217,6 +227,7 @@ func (w *storeWatch) storeLost(ctx context.Context) {
 	w.resets++
 	w.markerSet = err == nil // else written again at the next check
 	w.mu.Unlock()
+	w.kickReload()
 	go func() { // each live call's loop takes the request; never block the watch on them
 		n := w.rewrite()
 		w.log.Info("live sessions written back", zap.Int("calls", n))
