@@ -1,14 +1,16 @@
 // Package redistest starts a private redis-server on a loopback port for
 // tests that must stop, restart or lose Redis, which they may never do to
-// the shared server on 6379. The server keeps nothing on disk (no RDB, no
-// AOF), so Restart brings it back empty, as a restart without persistence
-// or a failover to a cold replica would.
+// the shared server on 6379. The server keeps nothing on disk by itself (no
+// RDB schedule, no AOF), so Restart brings it back empty, as a restart
+// without persistence or a failover to a cold replica would; Shutdown then
+// Resume is an outage of a Redis that keeps its data.
 package redistest
 
 import (
 	"bufio"
 	"fmt"
 	"net"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -66,11 +68,42 @@ func (s *Server) Stop() {
 	s.cmd = nil
 }
 
-// Restart stops the server if it runs and starts it again, empty, on the
-// same port, returning once it answers PING.
+// Shutdown stops the server keeping its data (SHUTDOWN SAVE writes a
+// snapshot), so that the next Restart or Resume brings the data back: an
+// outage of a Redis that persists. It waits for the process to exit.
+func (s *Server) Shutdown() {
+	s.tb.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd == nil {
+		return
+	}
+	conn, err := net.DialTimeout("tcp", s.Addr(), time.Second)
+	if err != nil {
+		s.tb.Fatalf("redistest: shutdown: %v", err)
+	}
+	_, _ = fmt.Fprint(conn, "SHUTDOWN SAVE\r\n")
+	_ = s.cmd.Wait() // the server closes the connection as it exits
+	conn.Close()
+	s.cmd = nil
+}
+
+// Resume starts a server stopped by Shutdown again with its data, on the
+// same port.
+func (s *Server) Resume() {
+	s.tb.Helper()
+	s.start()
+}
+
+// Restart stops the server if it runs and starts it again, empty (any
+// snapshot of Shutdown is removed), on the same port, returning once it
+// answers PING.
 func (s *Server) Restart() {
 	s.tb.Helper()
 	s.Stop()
+	if err := os.Remove(filepath.Join(s.dir, "dump.rdb")); err != nil && !os.IsNotExist(err) {
+		s.tb.Fatalf("redistest: restart: %v", err)
+	}
 	s.start()
 }
 
