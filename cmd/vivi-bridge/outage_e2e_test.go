@@ -236,3 +236,34 @@ func TestConfigEditReachesOtherPodsCopy(t *testing.T) {
 		t.Fatalf("pod B during the outage, the new channel: %d %s", st, resp)
 	}
 }
+
+// TestRedisOutageWritesCaughtUp: what a live call said while Redis was down
+// (a Redis that keeps its data) is in its record once Redis answers again.
+func TestRedisOutageWritesCaughtUp(t *testing.T) {
+	e, rs := newOutageE2E(t)
+	a := e.start("pod-a")
+	call := e.place("203.0.113.10")
+	_, conn := e.streamAndModel(call, 1)
+	e.waitSession(call.CallSID(), "streaming", func(s *session.Session) bool { return s.State == session.Streaming })
+
+	rs.Shutdown()
+	waitHealth(t, a, "store: degraded since")
+	conn.SpeechStarted(0)
+	conn.SpeechStopped(400)
+	conn.Transcription("said during the outage")
+	e.wantCallerAudio(conn)
+
+	rs.Resume()
+	waitHealth(t, a, "store: ok since")
+	e.waitSession(call.CallSID(), "the caller's turn of the outage written", func(s *session.Session) bool {
+		for _, turn := range s.Transcript {
+			if turn.Text == "said during the outage" {
+				return true
+			}
+		}
+		return false
+	})
+	if body := waitHealth(t, a, "store: ok"); strings.Contains(body, "store data lost") {
+		t.Errorf("a Redis that kept its data was taken for one that lost it:\n%s", body)
+	}
+}
