@@ -113,9 +113,10 @@ func TestRedisOutageCallAnsweredThenWrittenBack(t *testing.T) {
 		chs, err := store.NewRedis(e.rdb, store.Options{Prefix: e.prefix}).Channels(e.ctx)
 		return err == nil && len(chs) == 4
 	})
-	if a.logs.FilterMessage("CONFIG_FILE re-applied after the store lost its data").Len() != 1 {
-		t.Error("no log of CONFIG_FILE re-applied")
-	}
+	// Logged once the apply returned, a moment after its write is visible.
+	testwait.Until(t, outageWait, "the log of CONFIG_FILE re-applied", func() bool {
+		return a.logs.FilterMessage("CONFIG_FILE re-applied after the store lost its data").Len() == 1
+	})
 	body := waitHealth(t, a, "store data lost: 1 times")
 	if strings.Contains(body, "config lost") {
 		t.Errorf("config reported lost although CONFIG_FILE was re-applied:\n%s", body)
