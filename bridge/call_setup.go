@@ -232,6 +232,9 @@ func (c *call) accept(r setupResult) {
 		c.ms.fallbackFailed = fallbackFailedBefore(sess)
 	}
 	c.writer = newSessionWriter(context.WithoutCancel(c.ctx), c.srv.deps.Sessions, c.callSID, c.log, c.cfg.StoreTimeout)
+	c.writer.creator, _ = c.srv.deps.Sessions.(sessionCreator)
+	c.writer.seed = c.seedSession(sess)
+	c.writer.metrics = c.srv.wmetrics
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()

@@ -172,6 +172,7 @@ type Server struct {
 	deps     Deps
 	log      *zap.Logger
 	metrics  *metrics
+	wmetrics *writerMetrics
 	pool     bufPool
 	models   *modelPool // nil when Config.ModelPoolSize is 0
 	upgrader websocket.Upgrader
@@ -205,12 +206,17 @@ func NewServer(cfg Config, deps Deps) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	wm, err := newWriterMetrics(deps.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("bridge: register metrics (one Server per registry): %w", err)
+	}
 	s := &Server{
-		cfg:     cfg.withDefaults(),
-		deps:    deps,
-		log:     deps.Logger.Named("bridge"),
-		metrics: m,
-		calls:   map[*call]struct{}{},
+		cfg:      cfg.withDefaults(),
+		deps:     deps,
+		log:      deps.Logger.Named("bridge"),
+		metrics:  m,
+		calls:    map[*call]struct{}{},
+		wmetrics: wm,
 	}
 	s.upgrader = websocket.Upgrader{
 		ReadBufferSize:  4096,

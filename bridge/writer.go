@@ -2,10 +2,12 @@ package bridge
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/vivi/bridge/session"
@@ -50,15 +52,27 @@ type mutation func(*session.Session)
 // are few per call and kept in order between the appends.
 //
 // A failed write is retried with the merged state after a backoff doubling
-// from writerRetryMin to writerRetryMax; after finish, for at most
-// writerFinalBudget, then the writer gives up (logged as an error) so that a
+// from writerRetryMin to writerRetryMax, for as long as the call lives; after
+// finish, for at most writerFinalBudget, then the writer gives up (logged as
+// an error, counted in vivi_bridge_session_writes_given_up_total) so that a
 // store gone for good does not hold the call's goroutine forever.
+//
+// A write that finds no record (the store came back empty, or the webhook's
+// record is still buffered on another pod) re-creates it, when the store can
+// create: from the last record written, or from seed when none was, with the
+// pending changes applied, so the live call's record is never lost for good.
 type sessionWriter struct {
 	store   Sessions
 	callSID string
 	log     *zap.Logger
 	ctx     context.Context // not cancelled with the call: the end must be written
 	timeout time.Duration
+
+	// Set by the call before run starts, then read by run only.
+	creator sessionCreator          // nil: a missing record is not re-created
+	seed    func() *session.Session // the record to create when none was written yet
+	metrics *writerMetrics          // nil: not counted
+	last    *session.Session        // the record after the last write; owned by run
 
 	mu      sync.Mutex
 	pending []pendingSeg
@@ -176,12 +190,15 @@ func (w *sessionWriter) putBack(batch []pendingSeg) {
 // run writes the pending changes until the final one is written.
 func (w *sessionWriter) run() {
 	delay := time.Duration(0)
-	var failingSince time.Time
+	var failingSince, endedAt time.Time
 	for {
 		if delay == 0 {
 			<-w.wake
 		}
 		batch, final := w.take()
+		if final && endedAt.IsZero() {
+			endedAt = time.Now()
+		}
 		if len(batch) == 0 {
 			if final {
 				return
@@ -199,6 +216,15 @@ func (w *sessionWriter) run() {
 				w.signal() // anything queued after the take: write it too (normally nothing)
 			}
 			continue
+		case errors.Is(err, session.ErrNotFound) && w.creator != nil && (w.last != nil || w.seed != nil):
+			err = w.recreate(batch)
+			if err == nil {
+				delay = 0
+				if final {
+					w.signal()
+				}
+				continue
+			}
 		case errors.Is(err, session.ErrNotFound):
 			w.log.Warn("session update not written: no session record", zap.Error(err))
 			delay = 0
@@ -215,9 +241,14 @@ func (w *sessionWriter) run() {
 			delay = min(2*delay, writerRetryMax)
 		}
 		w.putBack(batch)
-		if final && time.Since(failingSince) > writerFinalBudget {
+		// The budget runs from the end of the call (or the first failure
+		// after it): while the call lives, nothing is given up.
+		if final && time.Since(latest(failingSince, endedAt)) > writerFinalBudget {
 			w.log.Error("session update given up: the store kept failing after the call ended",
 				zap.Float64("failing_for_s", time.Since(failingSince).Seconds()), zap.Error(err))
+			if w.metrics != nil {
+				w.metrics.givenUp.Inc()
+			}
 			return
 		}
 		t := time.NewTimer(delay)
@@ -225,22 +256,113 @@ func (w *sessionWriter) run() {
 	}
 }
 
+func latest(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
 // apply writes batch in one UpdateSession.
 func (w *sessionWriter) apply(batch []pendingSeg) error {
 	ctx, cancel := context.WithTimeout(w.ctx, w.timeout)
 	defer cancel()
-	_, err := w.store.UpdateSession(ctx, w.callSID, func(s *session.Session) error {
-		for _, seg := range batch {
-			if seg.fn != nil {
-				seg.fn(s)
-			}
-			if seg.adds != nil {
-				applyAdds(s, seg.adds)
-			}
-		}
+	out, err := w.store.UpdateSession(ctx, w.callSID, func(s *session.Session) error {
+		applyBatch(s, batch)
 		return nil
 	})
+	if err == nil && out != nil {
+		w.last = out
+	}
 	return err
+}
+
+func applyBatch(s *session.Session, batch []pendingSeg) {
+	for _, seg := range batch {
+		if seg.fn != nil {
+			seg.fn(s)
+		}
+		if seg.adds != nil {
+			applyAdds(s, seg.adds)
+		}
+	}
+}
+
+// sessionCreator is the store's CreateSession, which the writer uses to
+// re-create a record the store lost (store.Memory and store.Redis have it).
+type sessionCreator interface {
+	CreateSession(ctx context.Context, s *session.Session) error
+}
+
+// recreate creates the record, missing from the store, from the last one
+// written (or the seed) with batch applied. On an error (the store fails,
+// or another writer created it meanwhile) the caller retries batch as an
+// update, so nothing is applied twice.
+func (w *sessionWriter) recreate(batch []pendingSeg) error {
+	var base *session.Session
+	if w.last != nil {
+		base = cloneSession(w.last)
+	}
+	if base == nil {
+		base = w.seed()
+	}
+	applyBatch(base, batch)
+	ctx, cancel := context.WithTimeout(w.ctx, w.timeout)
+	defer cancel()
+	if err := w.creator.CreateSession(ctx, base); err != nil {
+		return err
+	}
+	w.last = base
+	w.log.Warn("session record was missing from the store (lost or not written yet): re-created from the call's own copy",
+		zap.String("state", string(base.State)))
+	if w.metrics != nil {
+		w.metrics.recreated.Inc()
+	}
+	return nil
+}
+
+// touch queues a write that changes nothing, so that a record the store
+// lost is re-created now rather than at the call's next change.
+func (w *sessionWriter) touch() { w.push(func(*session.Session) {}) }
+
+// cloneSession deep-copies s through its JSON form (how both stores keep it).
+func cloneSession(s *session.Session) *session.Session {
+	b, err := json.Marshal(s)
+	if err != nil {
+		return nil
+	}
+	var out session.Session
+	if err := json.Unmarshal(b, &out); err != nil {
+		return nil
+	}
+	return &out
+}
+
+// writerMetrics count what session writers could not do as asked.
+type writerMetrics struct {
+	givenUp   prometheus.Counter
+	recreated prometheus.Counter
+}
+
+func newWriterMetrics(reg prometheus.Registerer) (*writerMetrics, error) {
+	m := &writerMetrics{
+		givenUp: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "vivi", Subsystem: "bridge", Name: "session_writes_given_up_total",
+			Help: "Calls whose last session changes were dropped because the store kept failing for writerFinalBudget (2 min) after the call ended.",
+		}),
+		recreated: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "vivi", Subsystem: "bridge", Name: "session_records_recreated_total",
+			Help: "Session records of live calls re-created by their writer because the store had none (it lost its data, or the webhook's record was still buffered).",
+		}),
+	}
+	if reg != nil {
+		for _, c := range []prometheus.Collector{m.givenUp, m.recreated} {
+			if err := reg.Register(c); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return m, nil
 }
 
 // applyAdds appends the events and turns of the scratch record adds to s.
@@ -254,4 +376,47 @@ func applyAdds(s, adds *session.Session) {
 		s.PutTurn(t)
 	}
 	s.TranscriptFolded += adds.TranscriptFolded
+}
+
+// seedSession returns what the writer creates when the store has no record
+// of the call and the writer wrote none yet: the record the set-up read
+// (sess, nil when the store failed) or, lacking it, one made from the
+// token's claims, streaming here on this stream.
+func (c *call) seedSession(sess *session.Session) func() *session.Session {
+	if sess != nil {
+		snap := cloneSession(sess)
+		return func() *session.Session { return cloneSession(snap) }
+	}
+	callSID, streamSID, claims, pod, at := c.callSID, c.streamSID, c.claims, c.cfg.PodID, c.startedAt
+	return func() *session.Session {
+		s := session.New(callSID, claims.ChannelID, claims.AgentID, at)
+		startStream(s, pod, streamSID, at)
+		return s
+	}
+}
+
+// RewriteSessions makes every live call on this pod write its session
+// record now, re-creating it when the store lost it (cmd calls it when
+// Redis came back empty). It returns how many calls were asked.
+func (s *Server) RewriteSessions() int {
+	s.mu.Lock()
+	var sids []string
+	for c := range s.calls {
+		if p := c.sid.Load(); p != nil {
+			sids = append(sids, *p)
+		}
+	}
+	s.mu.Unlock()
+	n := 0
+	for _, sid := range sids {
+		err := s.deliver(sid, func(c *call) {
+			if c.writer != nil {
+				c.writer.touch()
+			}
+		})
+		if err == nil {
+			n++
+		}
+	}
+	return n
 }

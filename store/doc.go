@@ -20,6 +20,8 @@
 //	                                last write (Unix ms)
 //	vivi:{sess}:ended       zset    call SIDs of transferred/ended sessions, same score
 //	vivi:token:<id>         string  a used stream token (SET NX PX)
+//	vivi:marker:<pod>:<v>   string  a process's marker (24 h TTL, refreshed by
+//	                                its checks): gone means Redis lost its data
 //	vivi:topic:<topic>      -       a pub/sub channel name, not a key
 //
 // The hash tags {cfg} and {sess} put each group in one Cluster slot, so the

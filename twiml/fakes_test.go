@@ -73,6 +73,7 @@ type memSessions struct {
 	writes   atomic.Int32 // updates that stored a session
 	createFn func(s *session.Session) error
 	updateFn func(callSID string) error
+	getFn    func(callSID string) error
 }
 
 func newMemSessions() *memSessions { return &memSessions{byID: map[string]*session.Session{}} }
@@ -132,6 +133,11 @@ func (m *memSessions) Session(_ context.Context, callSID string) (*session.Sessi
 	m.ops.Add(1)
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.getFn != nil {
+		if err := m.getFn(callSID); err != nil {
+			return nil, err
+		}
+	}
 	cur, ok := m.byID[callSID]
 	if !ok {
 		return nil, fmt.Errorf("mem: get %s: %w", callSID, session.ErrNotFound)

@@ -33,8 +33,10 @@ const maxRecorded = 512
 // when exactly one channel takes the call, <Reject reason="rejected"/> when
 // none does, <Reject reason="busy"/> at the pod's call limit.
 //
-// When routing or the store fails (not a refusal: we cannot tell) the answer
-// is also <Reject reason="busy"/>, logged at error with reason
+// The router and the sessions may keep working while the shared store is
+// down (cmd routes from an in-process copy and buffers the ringing session's
+// create). When routing or the store still fails (not a refusal: we cannot
+// tell) the answer is also <Reject reason="busy"/>, logged at error with reason
 // store_unavailable: Twilio gives the PBX a 486 and it can fail over, where an
 // HTTP 5xx would make Twilio fail the call with an application error.
 func (h *Handler) voice(w http.ResponseWriter, r *http.Request) {
@@ -145,9 +147,11 @@ func (h *Handler) openSession(ctx context.Context, sid string, route Route, form
 		}
 		return s, true, err
 	}
-	if !errors.Is(err, session.ErrNotFound) {
-		return nil, false, err
-	}
+	// A store error here is not a refusal: go on to create the session, so
+	// that a store that buffers creates while it is down (cmd wires one)
+	// still lets the call be answered; a create that fails too refuses it.
+	// A session that exists after all makes CreateSession fail, and the
+	// look-up below finds it.
 	s = session.New(sid, route.ChannelID, route.AgentID, now)
 	s.From = clip(form.Get("From"), maxRecorded)
 	s.To = clip(form.Get("To"), maxRecorded)

@@ -237,6 +237,28 @@ func TestVoiceSessionStoreFailures(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
+	// The look-up fails but the create is taken (cmd's store holds it while
+	// Redis is down): the call is answered.
+	t.Run("look-up fails, create taken", func(t *testing.T) {
+		x := newHarness(t, "https://host.example", true)
+		x.sessions.getFn = func(string) error { return errStoreDown }
+		token := answeredToken(t, x.post(VoicePath, voiceParams("CA1")), "host.example")
+		if _, err := x.tokens.Verify(token, "CA1", x.now); err != nil {
+			t.Fatal(err)
+		}
+		if x.sessions.count() != 1 {
+			t.Fatal("session not created")
+		}
+	})
+	t.Run("look-up and create fail", func(t *testing.T) {
+		x := newHarness(t, "https://host.example", true)
+		x.sessions.getFn = func(string) error { return errStoreDown }
+		x.sessions.createFn = func(*session.Session) error { return errStoreDown }
+		wantRejected(t, x.post(VoicePath, voiceParams("CA1")), Busy)
+		if got := x.loggedReasons("CA1"); len(got) != 1 || got[0] != "store_unavailable" {
+			t.Errorf("logged %v", got)
+		}
+	})
 	t.Run("token cannot be issued", func(t *testing.T) {
 		x := newHarness(t, "https://host.example", true)
 		x.issuer.issue = func(string, string, string, time.Time) (string, session.Claims, error) {

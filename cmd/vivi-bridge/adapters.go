@@ -41,8 +41,15 @@ func (a routes) Route(ctx context.Context, ip, ext string) (twiml.Route, error) 
 	return twiml.Route{ChannelID: m.Channel.ID, AgentID: m.Agent.ID}, nil
 }
 
+// configLookup is what calls read of the configuration: storeAPI, or the
+// configReader that falls back on the in-process copy.
+type configLookup interface {
+	Agent(ctx context.Context, id string) (channel.Agent, error)
+	Channel(ctx context.Context, id string) (channel.Channel, error)
+}
+
 // callAgents gives the bridge the agent of a call.
-type callAgents struct{ st storeAPI }
+type callAgents struct{ st configLookup }
 
 func (a callAgents) CallAgent(ctx context.Context, channelID, agentID string) (bridge.Agent, error) {
 	ag, err := a.st.Agent(ctx, agentID)
@@ -77,7 +84,7 @@ func (a callAgents) CallAgent(ctx context.Context, channelID, agentID string) (b
 
 // targets resolves a destination name of a call's agent to the PBX
 // extension and the channel's origin, for the Refer-To URI.
-type targets struct{ st storeAPI }
+type targets struct{ st configLookup }
 
 func (a targets) Target(ctx context.Context, channelID, agentID, name string) (transfer.Target, error) {
 	ag, err := a.st.Agent(ctx, agentID)

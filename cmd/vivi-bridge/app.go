@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net"
@@ -16,6 +17,7 @@ import (
 	"github.com/vivi/bridge/bridge"
 	"github.com/vivi/bridge/channel"
 	"github.com/vivi/bridge/session"
+	"github.com/vivi/bridge/store"
 	"github.com/vivi/bridge/transfer"
 	"github.com/vivi/bridge/twiml"
 )
@@ -27,6 +29,7 @@ const streamTokenTTL = 2 * time.Minute
 // app is one bridge process: every component wired, ready to serve.
 type app struct {
 	handler  http.Handler
+	watch    *storeWatch
 	bridge   *bridge.Server
 	health   *health
 	prov     *channel.Provisioner
@@ -39,6 +42,10 @@ type app struct {
 type appDeps struct {
 	store    storeAPI
 	resolver channel.HostResolver // nil: system DNS
+	// storeCheck and configReload override how often the store is pinged
+	// (defaultStoreCheck) and the config copy reloaded (defaultConfigReload).
+	storeCheck   time.Duration
+	configReload time.Duration
 }
 
 // newApp wires the components of DESIGN.md section 3. base is the parent of
@@ -54,6 +61,13 @@ func newApp(base context.Context, c config, log *zap.Logger, d appDeps) (*app, e
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), callsEnded)
+	// Calls are routed, and find their agents, from the store and, when it
+	// fails, from an in-process copy of the configuration (config_copy.go).
+	cfgCopy := store.NewConfigCopy(st)
+	watch := newStoreWatch(st, cfgCopy, log.Named("store"), podID, c.ConfigFile, d.storeCheck, reg)
+	watch.markers, _ = d.store.(markerStore) // the wrappers hide it
+	cfg := configReader{st: st, copy: cfgCopy, watch: watch}
+	creates := newBufferedCreates(st, log.Named("store"), watch.checkEvery, reg)
 
 	tokens, err := session.NewTokens([]byte(c.StreamTokenSecret), streamTokenTTL)
 	if err != nil {
@@ -82,14 +96,14 @@ func newApp(base context.Context, c config, log *zap.Logger, d appDeps) (*app, e
 		allow = acl
 	}
 	prov, err := channel.NewProvisioner(channel.ProvisionerConfig{
-		Repo: st, Resolver: resolver, SIPDomain: c.SIPDomain, Logger: log.Named("channel"), AllowList: allow,
+		Repo: configNotifier{st}, Resolver: resolver, SIPDomain: c.SIPDomain, Logger: log.Named("channel"), AllowList: allow,
 		AllowPrivateEvents: c.EventsAllowPrivate,
 	})
 	if err != nil {
 		return nil, err
 	}
 	xfer := transfer.New(transfer.Config{
-		PublicURL: c.PublicURL, Sessions: st, Targets: targets{st}, Calls: rest, Logger: log.Named("transfer"),
+		PublicURL: c.PublicURL, Sessions: st, Targets: targets{cfg}, Calls: rest, Logger: log.Named("transfer"),
 	})
 	// Calls answered here count against MAX_CALLS until their stream starts
 	// here (the bridge claims the token, and counts the stream from then on)
@@ -107,7 +121,7 @@ func newApp(base context.Context, c config, log *zap.Logger, d appDeps) (*app, e
 		Tokens:     tokens,
 		Claims:     startedClaims{st, answered},
 		Handshake:  validator,
-		Agents:     callAgents{st},
+		Agents:     callAgents{cfg},
 		Calls:      rest,
 		Transfers:  transfers{xfer},
 		Logger:     log,
@@ -122,7 +136,7 @@ func newApp(base context.Context, c config, log *zap.Logger, d appDeps) (*app, e
 	hooks, err := twiml.NewHandler(twiml.Config{
 		PublicURL: c.PublicURL, MaxCalls: c.MaxCalls, Logger: log.Named("twilio"),
 	}, twiml.Deps{
-		Validator: validator, Router: routes{channel.NewRouter(st)}, Sessions: st, Tokens: tokens, Calls: br,
+		Validator: validator, Router: routes{channel.NewRouter(cfg)}, Sessions: creates, Tokens: tokens, Calls: br,
 		Answered: answered, Prober: cmds,
 	})
 	if err != nil {
@@ -142,11 +156,26 @@ func newApp(base context.Context, c config, log *zap.Logger, d appDeps) (*app, e
 	if acl != nil {
 		go acl.Run(base) // retries failed syncs, reconciles every few minutes; ends with base
 	}
-	h := &health{ping: st.Ping}
+	watch.rewrite = br.RewriteSessions
+	if c.ConfigFile != "" {
+		watch.reapply = func(ctx context.Context) error {
+			cf, err := channel.ParseConfigFile(c.ConfigFile)
+			if err != nil {
+				return err
+			}
+			_, err = prov.Apply(ctx, cf)
+			return err
+		}
+	}
+	watch.start(base)
+	go watch.run(base)
+	go watch.runConfigCopy(base, cmp.Or(d.configReload, defaultConfigReload))
+	go creates.run(base)
+	h := &health{detail: watch.healthLines}
 	h.register(mux)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 
-	return &app{handler: mux, bridge: br, health: h, prov: prov, log: log, registry: reg}, nil
+	return &app{handler: mux, watch: watch, bridge: br, health: h, prov: prov, log: log, registry: reg}, nil
 }
 
 // startedClaims tells the answered-call count that a stream started on this

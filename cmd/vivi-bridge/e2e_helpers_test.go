@@ -93,6 +93,8 @@ type e2e struct {
 	domainSID string
 	// currentStream is the stream the REST watcher looks at.
 	currentStream *twiliotest.Call
+	// deps, when set before start, adjusts each pod's appDeps.
+	deps func(pod string, d *appDeps)
 }
 
 func (e *e2e) setStream(c *twiliotest.Call) {
@@ -202,7 +204,11 @@ func (e *e2e) start(pod string) *e2ePod {
 	st := store.NewRedis(e.rdb, store.Options{Prefix: e.prefix})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- runServer(ctx, c, zap.New(core), appDeps{store: st}, ln) }()
+	d := appDeps{store: st}
+	if e.deps != nil {
+		e.deps(pod, &d)
+	}
+	go func() { done <- runServer(ctx, c, zap.New(core), d, ln) }()
 	p := &e2ePod{url: "http://" + ln.Addr().String(), store: st, logs: logs}
 	p.stop = sync.OnceFunc(func() {
 		cancel()
