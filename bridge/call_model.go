@@ -406,7 +406,10 @@ func (c *call) onModelEvent(ev *realtime.ServerEvent) {
 		c.onSessionUpdated()
 	case realtime.TypeSpeechStarted:
 		c.tools.newTurn()
+		c.speaking = true
 		c.onSpeechStarted()
+	case realtime.TypeSpeechStopped:
+		c.speaking = false
 	case realtime.TypeInputCommitted:
 		c.tools.newTurn()
 	case realtime.TypeResponseCreated:
@@ -452,6 +455,9 @@ func (c *call) onSessionUpdated() {
 		c.toModelJSON(it)
 	}
 	c.flushHeld()
+	if c.quietResume() {
+		return // a migrated call: the caller carries on, the agent answers their next turn
+	}
 	if first && len(items) == 0 {
 		c.createResponse(greetingInstructions(c.agent, c.from))
 		return

@@ -3,6 +3,7 @@ package bridge
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"time"
 
@@ -59,8 +60,15 @@ type sessionWriter struct {
 	log     *zap.Logger
 	ctx     context.Context // not cancelled with the call: the end must be written
 	timeout time.Duration
+	// guard, when set, runs first in every write: an error refuses the
+	// whole write (the fence check, lease.go). Set before run.
+	guard func(*session.Session) error
+	// fenced is closed when guard refused a write with session.ErrFenced:
+	// the writer has stopped and drops what is queued.
+	fenced chan struct{}
 
 	mu      sync.Mutex
+	busy    bool // a write is in flight
 	pending []pendingSeg
 	final   bool          // finish was called
 	wake    chan struct{} // capacity 1: pending changed
@@ -82,7 +90,7 @@ const (
 func newSessionWriter(ctx context.Context, store Sessions, callSID string, log *zap.Logger, timeout time.Duration) *sessionWriter {
 	return &sessionWriter{
 		store: store, callSID: callSID, log: log, ctx: ctx, timeout: timeout,
-		wake: make(chan struct{}, 1),
+		wake: make(chan struct{}, 1), fenced: make(chan struct{}),
 	}
 }
 
@@ -145,7 +153,21 @@ func (w *sessionWriter) take() ([]pendingSeg, bool) {
 	defer w.mu.Unlock()
 	batch := w.pending
 	w.pending = nil
+	w.busy = len(batch) > 0
 	return batch, w.final
+}
+
+// idle reports whether everything queued has been written.
+func (w *sessionWriter) idle() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.pending) == 0 && !w.busy
+}
+
+func (w *sessionWriter) settled() {
+	w.mu.Lock()
+	w.busy = false
+	w.mu.Unlock()
 }
 
 // putBack puts a batch whose write failed in front of what was queued since,
@@ -181,7 +203,15 @@ func (w *sessionWriter) run() {
 			continue
 		}
 		err := w.apply(batch)
+		if err != nil && !isFenced(err) && !errors.Is(err, session.ErrNotFound) {
+			w.putBack(batch) // retried below; before settled, so idle stays false
+		}
+		w.settled()
 		switch {
+		case isFenced(err):
+			w.log.Warn("session writes stopped: a newer stream owns the call (fenced)")
+			close(w.fenced)
+			return
 		case err == nil:
 			if delay > 0 {
 				w.log.Info("session updates written after the store recovered", zap.Float64("failing_for_s", time.Since(failingSince).Seconds()))
@@ -206,7 +236,6 @@ func (w *sessionWriter) run() {
 		} else {
 			delay = min(2*delay, writerRetryMax)
 		}
-		w.putBack(batch)
 		if final && time.Since(failingSince) > writerFinalBudget {
 			w.log.Error("session update given up: the store kept failing after the call ended",
 				zap.Float64("failing_for_s", time.Since(failingSince).Seconds()), zap.Error(err))
@@ -219,9 +248,17 @@ func (w *sessionWriter) run() {
 
 // apply writes batch in one UpdateSession.
 func (w *sessionWriter) apply(batch []pendingSeg) error {
+	if !slices.ContainsFunc(batch, func(seg pendingSeg) bool { return seg.fn != nil || seg.adds != nil }) {
+		return nil // only nil mutations (the end of a migrated stream): nothing to write
+	}
 	ctx, cancel := context.WithTimeout(w.ctx, w.timeout)
 	defer cancel()
 	_, err := w.store.UpdateSession(ctx, w.callSID, func(s *session.Session) error {
+		if w.guard != nil {
+			if err := w.guard(s); err != nil {
+				return err
+			}
+		}
 		for _, seg := range batch {
 			if seg.fn != nil {
 				seg.fn(s)
