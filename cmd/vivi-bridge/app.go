@@ -39,6 +39,9 @@ type app struct {
 type appDeps struct {
 	store    storeAPI
 	resolver channel.HostResolver // nil: system DNS
+	// force, when closed while the pod drains, ends the drain at once (a
+	// second SIGINT/SIGTERM): the remaining calls end with reason shutdown.
+	force <-chan struct{}
 }
 
 // newApp wires the components of DESIGN.md section 3. base is the parent of
@@ -95,6 +98,7 @@ func newApp(base context.Context, c config, log *zap.Logger, d appDeps) (*app, e
 	// here (the bridge claims the token, and counts the stream from then on)
 	// or twiml.AnswerTimeout passes.
 	answered := twiml.NewAnswered(twiml.AnswerTimeout, nil)
+	mig := &migrator{calls: rest}
 	br, err := bridge.NewServer(bridge.Config{
 		PodID:         podID,
 		RealtimeURL:   c.RealtimeURL,
@@ -110,6 +114,7 @@ func newApp(base context.Context, c config, log *zap.Logger, d appDeps) (*app, e
 		Agents:     callAgents{st},
 		Calls:      rest,
 		Transfers:  transfers{xfer},
+		Migrator:   mig,
 		Logger:     log,
 		Registerer: reg,
 	})
@@ -128,6 +133,7 @@ func newApp(base context.Context, c config, log *zap.Logger, d appDeps) (*app, e
 	if err != nil {
 		return nil, err
 	}
+	mig.hooks = hooks
 
 	mux := http.NewServeMux()
 	hooks.Register(mux)
