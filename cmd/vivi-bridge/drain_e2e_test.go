@@ -229,8 +229,10 @@ func TestDrainSecondSignalEndsAtOnce(t *testing.T) {
 	e.streamAndModel(call, 1)
 	e.holdUpdates(call.CallSID())
 	cancel() // SIGTERM
-	if err := waitFor(func() bool { return logs.FilterMessage("migration under way: Twilio moves the stream").Len() == 0 &&
-		logs.FilterMessage("migrating the call to another pod").Len() > 0 }); err != nil {
+	if err := waitFor(func() bool {
+		return logs.FilterMessage("migration under way: Twilio moves the stream").Len() == 0 &&
+			logs.FilterMessage("migrating the call to another pod").Len() > 0
+	}); err != nil {
 		t.Fatal("no migration attempt")
 	}
 	close(force) // the second signal
