@@ -184,7 +184,6 @@ func (f fencedTransfers) Transfer(ctx context.Context, req TransferRequest) erro
 	return err
 }
 
-
 // TestFencedStreamCannotWriteOrTransfer: once a newer stream (pod B) has
 // taken the call, the older one (pod A, "paused" meanwhile) cannot start a
 // transfer (its request carries the old fence and is refused), nor write
