@@ -108,8 +108,9 @@ func TestMigrateWaitsForAgentAudioThenBound(t *testing.T) {
 	}
 }
 
-// TestMigrateWaitsForCallerToStopSpeaking: with nothing playing, a caller
-// who speaks (speech_started, no speech_stopped yet) holds the move back;
+// TestMigrateWaitsForCallerToStopSpeaking: with nothing playing (the
+// caller's barge-in cleared it), a caller who speaks (speech_started, no
+// speech_stopped yet) holds the move back;
 // speech_stopped makes it a quiet moment and the call moves at once, before
 // the quiet wait is over.
 func TestMigrateWaitsForCallerToStopSpeaking(t *testing.T) {
@@ -118,11 +119,13 @@ func TestMigrateWaitsForCallerToStopSpeaking(t *testing.T) {
 	h := newHarness(t, harnessOpts{migrator: mig, cfg: func(c *Config) { c.After = timers.after }})
 	call, mc := h.call(nil)
 	waitFor(t, "the greeting at Twilio", func() bool { return call.ReceivedBytes() >= 1600 })
-	waitFor(t, "the greeting played and its marks echoed", func() bool {
-		return call.BufferedBytes() == 0 && len(call.EchoedMarks()) > 0 && call.PlayedBytes() == call.ReceivedBytes()
-	})
+	mc.Speak("item_long", realtimetest.Pattern(8000*60), "A long answer.")
+	waitFor(t, "the answer at Twilio", func() bool { return call.ReceivedBytes() >= 1600+8000 })
+	// The caller barges in: the loop has handled speech_started once the
+	// clear reached Twilio; nothing plays from then on.
 	mc.SendRaw([]byte(`{"type":"input_audio_buffer.speech_started","event_id":"ev_s1","audio_start_ms":100,"item_id":"item_c1"}`))
-	waitEvent(t, mc, "input_audio_buffer.append", 5)
+	waitFor(t, "the barge-in's clear", func() bool { return len(call.Clears()) > 0 })
+	waitEvent(t, mc, "conversation.item.truncate", 1)
 
 	done := drain(h)
 	timers.await(t, 10*time.Second, 2)
