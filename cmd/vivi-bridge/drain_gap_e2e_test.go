@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/vivi/bridge/bridge/realtime/realtimetest"
+	"github.com/vivi/bridge/session"
 	"github.com/vivi/bridge/twiliotest"
 )
 
@@ -107,4 +108,43 @@ func TestDrainMigrationGap(t *testing.T) {
 	if cmax > 2*time.Second {
 		t.Fatalf("a migration left the caller unrelayed for %v", cmax)
 	}
+}
+
+// TestDrainManyCalls: SIGTERM on a pod with 50 live calls moves them all to
+// the other pod; the pod exits once the last has moved (logged: the time
+// from SIGTERM to exit), and no call ends.
+func TestDrainManyCalls(t *testing.T) {
+	if testing.Short() {
+		t.Skip("50 calls")
+	}
+	const n = 50
+	e := newE2E(t, realtimetest.Options{})
+	e.grace, e.maxCalls = "30s", "100"
+	a := e.start("pod-a")
+	e.start("pod-b")
+	calls := make([]*twiliotest.SimCall, n)
+	for i := range calls {
+		calls[i] = e.place("203.0.113.10")
+		if _, err := calls[i].WaitStream(e.ctx, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := waitFor(func() bool { return a.logs.FilterMessage("call accepted").Len() == n }); err != nil {
+		t.Fatal("not every call was accepted on pod-a")
+	}
+	e.route("pod-b")
+	began := time.Now()
+	stopped := stopAsync(a)
+	e.waitClosed(stopped, 30*time.Second, "pod-a to exit")
+	exit := time.Since(began)
+	for i, c := range calls {
+		if _, err := c.WaitStream(e.ctx, 2); err != nil {
+			t.Fatalf("call %d not migrated: %v", i, err)
+		}
+		e.waitSession(c.CallSID(), "on pod-b", func(s *session.Session) bool { return s.PodID == "pod-b" && s.State == session.Streaming })
+		if c.Outcome() != "" {
+			t.Fatalf("call %d ended: %s", i, c.Outcome())
+		}
+	}
+	t.Logf("SIGTERM to exit with %d live calls: %v", n, exit.Round(time.Millisecond))
 }
