@@ -176,6 +176,7 @@ type harness struct {
 	calls     *fakeCalls
 	answered  *Answered
 	logs      *observer.ObservedLogs
+	handler   *Handler
 }
 
 const (
@@ -234,6 +235,7 @@ func newHarnessWith(t *testing.T, publicURL string, validate bool, prober Stream
 		t.Fatal(err)
 	}
 	h.Register(x.mux)
+	x.handler = h
 	return x
 }
 
