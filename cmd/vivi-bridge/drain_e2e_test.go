@@ -200,54 +200,62 @@ func TestDrainingPodAnswersWebhookAndMigratesItsStream(t *testing.T) {
 	}
 }
 
-// TestDrainSecondSignalEndsAtOnce: when no call can move (Twilio refuses
-// the updates), a second signal ends the drain at once: the call ends with
-// reason shutdown, its session record written, and runServer returns,
-// without waiting for SHUTDOWN_GRACE.
-func TestDrainSecondSignalEndsAtOnce(t *testing.T) {
-	e := newE2E(t, realtimetest.Options{})
-	c := e.config("pod-a")
-	c.ConfigFile = e.yaml
-	c.ShutdownGrace = time.Hour
-	ln, err := listen("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	st := store.NewRedis(e.rdb, store.Options{Prefix: e.prefix})
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	force := make(chan struct{})
-	done := make(chan error, 1)
-	core, logs := observer.New(zap.InfoLevel)
-	go func() { done <- runServer(ctx, c, zap.New(core), appDeps{store: st, force: force}, ln) }()
-	url := "http://" + ln.Addr().String()
-	if err := waitReady(e.ctx, url); err != nil {
-		t.Fatal(err)
-	}
-	e.mu.Lock()
-	e.pods["pod-a"], e.target = &e2ePod{url: url, store: st, logs: logs, stop: func() {}}, "pod-a"
-	e.mu.Unlock()
-	call := e.place("203.0.113.10")
-	e.streamAndModel(call, 1)
-	e.holdUpdates(call.CallSID())
-	cancel() // SIGTERM
-	if err := waitFor(func() bool {
-		return logs.FilterMessage("migration under way: Twilio moves the stream").Len() == 0 &&
-			logs.FilterMessage("migrating the call to another pod").Len() > 0
-	}); err != nil {
-		t.Fatal("no migration attempt")
-	}
-	close(force) // the second signal
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("runServer did not return at the second signal")
-	}
-	s := e.waitSession(call.CallSID(), "ended", func(s *session.Session) bool { return s.State == session.Ended })
-	if s.EndReason != "shutdown" {
-		t.Fatalf("end reason %q", s.EndReason)
+// TestDrainEndsCallsThatCannotMove: when no call can move (Twilio refuses
+// the updates), a second signal ends the drain at once, and otherwise
+// SHUTDOWN_GRACE does: the call ends with reason shutdown, its session
+// record written, and runServer returns.
+func TestDrainEndsCallsThatCannotMove(t *testing.T) {
+	for name, grace := range map[string]time.Duration{"second signal": time.Hour, "grace": 500 * time.Millisecond} {
+		t.Run(name, func(t *testing.T) {
+			e := newE2E(t, realtimetest.Options{})
+			c := e.config("pod-a")
+			c.ConfigFile = e.yaml
+			c.ShutdownGrace = grace
+			ln, err := listen("127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			st := store.NewRedis(e.rdb, store.Options{Prefix: e.prefix})
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			force := make(chan struct{})
+			done := make(chan error, 1)
+			core, logs := observer.New(zap.InfoLevel)
+			go func() { done <- runServer(ctx, c, zap.New(core), appDeps{store: st, force: force}, ln) }()
+			url := "http://" + ln.Addr().String()
+			if err := waitReady(e.ctx, url); err != nil {
+				t.Fatal(err)
+			}
+			e.mu.Lock()
+			e.pods["pod-a"], e.target = &e2ePod{url: url, store: st, logs: logs, stop: func() {}}, "pod-a"
+			e.mu.Unlock()
+			call := e.place("203.0.113.10")
+			e.streamAndModel(call, 1)
+			e.holdUpdates(call.CallSID())
+			began := time.Now()
+			cancel() // SIGTERM
+			if err := waitFor(func() bool { return logs.FilterMessage("migrating the call to another pod").Len() > 0 }); err != nil {
+				t.Fatal("no migration attempt")
+			}
+			if grace == time.Hour {
+				close(force) // the second signal
+			}
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Fatal(err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("runServer did not return")
+			}
+			t.Logf("SIGTERM to exit: %v", time.Since(began).Round(time.Millisecond))
+			if logs.FilterMessage("migration under way: Twilio moves the stream").Len() != 0 {
+				t.Fatal("a refused update counted as a move")
+			}
+			s := e.waitSession(call.CallSID(), "ended", func(s *session.Session) bool { return s.State == session.Ended })
+			if s.EndReason != "shutdown" {
+				t.Fatalf("end reason %q", s.EndReason)
+			}
+		})
 	}
 }
