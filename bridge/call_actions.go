@@ -148,6 +148,15 @@ func (c *call) startTransfer(d Destination, via, callID string) {
 		}
 		return
 	}
+	if c.migr.started {
+		// The REST update moving the call may win over the REFER's: the
+		// caller asks again on the new pod.
+		c.log.Info("transfer requested while the call moves to another pod; refused", zap.String("destination", d.Name))
+		if callID != "" {
+			c.toolOutput(callID, `{"ok":false,"error":"the call is being moved; try again in a moment"}`)
+		}
+		return
+	}
 	if c.transfer {
 		c.log.Info("transfer requested while another is in flight; refused", zap.String("destination", d.Name))
 		if callID != "" {

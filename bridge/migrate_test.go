@@ -219,10 +219,26 @@ func TestFencedStreamCannotWriteOrTransfer(t *testing.T) {
 
 			switch how {
 			case "transfer":
-				callA.Digit("0") // bound to Front Desk
-				timers.await(t, 15*time.Second, 1).fire()
-				if req := <-xfers.reqs; req.Fence != fenceA {
-					t.Fatalf("transfer request fence %d, want A's %d", req.Fence, fenceA)
+				// Bound to Front Desk. The digit's timeline event is a
+				// write too: whichever of it and the transfer reaches the
+				// store first is refused and ends A's stream.
+				callA.Digit("0")
+				waitFor(t, "the announcement wait, or the end of A's stream", func() bool {
+					select {
+					case <-callA.Done():
+						return true
+					default:
+					}
+					return fireAll(timers, 15*time.Second, 30*time.Second)
+				})
+				select {
+				case req := <-xfers.reqs:
+					if req.Fence != fenceA {
+						t.Fatalf("transfer request fence %d, want A's %d", req.Fence, fenceA)
+					}
+				case <-callA.Done():
+				case <-time.After(waitLimit):
+					t.Fatal("neither a transfer nor the end of A's stream")
 				}
 			case "lease renewal":
 				timers.await(t, 5*time.Second, 1).fire()
@@ -240,4 +256,24 @@ func TestFencedStreamCannotWriteOrTransfer(t *testing.T) {
 			}
 		})
 	}
+}
+
+// fireAll fires every timer of the durations ds asked for so far and
+// reports whether there was one.
+func fireAll(f *fakeAfter, ds ...time.Duration) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	fired := false
+	for _, ft := range f.timers {
+		for _, d := range ds {
+			if ft.d == d {
+				fired = true
+				select {
+				case ft.c <- time.Now():
+				default:
+				}
+			}
+		}
+	}
+	return fired
 }
