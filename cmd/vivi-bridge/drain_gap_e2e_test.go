@@ -159,7 +159,7 @@ func TestDrainManyCalls(t *testing.T) {
 			t.Fatalf("call %d ended: %s", i, c.Outcome())
 		}
 	}
-	// (The exit includes net/http's Shutdown, which waits up to 5 s for a
+	// (The exit includes net/http's Shutdown, which probably waits its 5 s for a
 	// connection the front opened but never used.)
 	t.Logf("SIGTERM to exit with %d live calls: %v", n, exit.Round(time.Millisecond))
 	// Hang up, so that the cleanup's drain of pod-b (the only pod left, so
