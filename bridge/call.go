@@ -108,9 +108,16 @@ type call struct {
 	anomalies  map[string]int
 	framesIn   int
 	framesOut  int
-	probes     probes     // liveness probes waiting for a fresh Twilio frame (call_probe.go)
-	ms         modelState // dials, backoff, drop budget, fallback (call_fault.go)
-	rot        rotation   // the next model session (call_rotate.go)
+	probes     probes           // liveness probes waiting for a fresh Twilio frame (call_probe.go)
+	ms         modelState       // dials, backoff, drop budget, fallback (call_fault.go)
+	rot        rotation         // the next model session (call_rotate.go)
+	fence      int64            // the fencing token this stream took the call with (lease.go); 0 unknown
+	leaseC     <-chan time.Time // the next lease renewal
+	speaking   bool             // the caller speaks: speech_started without speech_stopped or a commit (call_rotate.go)
+	migr       migration        // the move of this call to another pod (call_migrate.go)
+	migrateCh  chan struct{}    // closed by the server to ask for the move
+	migrateMu  sync.Once
+	migratedIn bool // this stream continues a call migrated from another pod
 }
 
 func newCall(s *Server, ws *websocket.Conn, remote string) *call {
@@ -119,6 +126,7 @@ func newCall(s *Server, ws *websocket.Conn, remote string) *call {
 		srv: s, cfg: &s.cfg, ctx: ctx, cancel: cancel, tw: ws, twc: newTwilioConn(ws, &s.cfg),
 		done:      make(chan struct{}),
 		stopCh:    make(chan struct{}),
+		migrateCh: make(chan struct{}),
 		twIn:      make(chan twilioMsg, inQueue),
 		twOut:     make(chan outFrame, twilioQueue),
 		twDone:    make(chan error, 1),
@@ -186,7 +194,16 @@ func (c *call) run() {
 			c.onNextReadyTimeout()
 		case <-c.rot.quietC:
 			c.onQuietTimeout()
+		case <-c.leaseTimerC():
+			c.renewLease()
+		case <-c.writerFenced():
+			c.onFenced()
+		case <-c.migrateC():
+			c.onMigrateAsked()
+		case <-c.migr.timerC():
+			c.migr.late = true
 		}
+		c.tryMigrate()
 	}
 	c.teardown()
 }
@@ -198,6 +215,9 @@ func (c *call) end(reason string) {
 	}
 	if c.hangup.started && (reason == ReasonCallerHangup || reason == ReasonTwilioDisconnected) {
 		reason = c.hangupReason() // Twilio's stop is the effect of our hang-up
+	}
+	if c.migr.started && (reason == ReasonCallerHangup || reason == ReasonTwilioDisconnected) {
+		reason = ReasonMigrated // Twilio's stop is the effect of our REST update
 	}
 	c.endReason = c.endByApology(reason)
 }
@@ -259,6 +279,9 @@ func (c *call) teardown() {
 // being transferred (Twilio stops the stream to run the REFER: the refer
 // outcome decides) or when another stream has taken the call over.
 func (c *call) endMutation(reason string, now time.Time) mutation {
+	if reason == ReasonMigrated || reason == ReasonFenced {
+		return nil // the call goes on with another stream
+	}
 	streamSID := c.streamSID
 	return func(s *session.Session) {
 		if s.StreamSID != "" && s.StreamSID != streamSID {

@@ -148,6 +148,15 @@ func (c *call) startTransfer(d Destination, via, callID string) {
 		}
 		return
 	}
+	if c.migr.started {
+		// The REST update moving the call may win over the REFER's: the
+		// caller asks again on the new pod.
+		c.log.Info("transfer requested while the call moves to another pod; refused", zap.String("destination", d.Name))
+		if callID != "" {
+			c.toolOutput(callID, `{"ok":false,"error":"the call is being moved; try again in a moment"}`)
+		}
+		return
+	}
 	if c.transfer {
 		c.log.Info("transfer requested while another is in flight; refused", zap.String("destination", d.Name))
 		if callID != "" {
@@ -156,7 +165,7 @@ func (c *call) startTransfer(d Destination, via, callID string) {
 		return
 	}
 	c.transfer = true
-	c.xferReq = TransferRequest{CallSID: c.callSID, ChannelID: c.claims.ChannelID, AgentID: c.claims.AgentID, Destination: d, Via: via}
+	c.xferReq = TransferRequest{CallSID: c.callSID, ChannelID: c.claims.ChannelID, AgentID: c.claims.AgentID, Destination: d, Via: via, Fence: c.fence}
 	c.xferCallID = callID
 	c.log.Info("transfer requested; waiting for the announcement to finish", zap.String("destination", d.Name), zap.String("via", via))
 	c.xferWait.begin(c.cfg.After, c.respActive, c.cfg.HangupWait)
@@ -186,6 +195,10 @@ func (c *call) transferNow(why string) {
 func (c *call) onTransferDone(req TransferRequest, callID string, err error) {
 	c.transfer = false
 	c.xferWait = speechWait{}
+	if isFenced(err) {
+		c.onFenced()
+		return
+	}
 	if err != nil {
 		c.log.Warn("transfer failed", zap.String("destination", req.Destination.Name), zap.Error(err))
 		if req.Via == ViaFallback || c.ms.unavailable {
@@ -371,18 +384,29 @@ func (c *call) hangupNow(why string) {
 		c.end(c.hangupReason())
 		return
 	}
-	callSID, timeout := c.callSID, c.cfg.StoreTimeout
+	callSID, timeout, fence := c.callSID, c.cfg.StoreTimeout, c.fence
 	// The session ends with our reason before Twilio is asked: the hang-up
 	// makes Twilio stop the stream and post its own callbacks, which must
-	// find the call already ended for this reason.
+	// find the call already ended for this reason. A stream that lost the
+	// call (fenced) hangs nothing up.
 	end := c.endMutation(c.hangupReason(), c.now())
 	c.async(func(ctx context.Context) func() {
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
 		defer cancel()
-		if _, err := c.srv.deps.Sessions.UpdateSession(ctx, callSID, func(s *session.Session) error { end(s); return nil }); err != nil {
+		_, err := c.srv.deps.Sessions.UpdateSession(ctx, callSID, func(s *session.Session) error {
+			if err := s.CheckFence(fence); err != nil {
+				return err
+			}
+			end(s)
+			return nil
+		})
+		if isFenced(err) {
+			return c.onFenced
+		}
+		if err != nil {
 			c.log.Warn("recording the hang-up failed; hanging up anyway", zap.Error(err))
 		}
-		err := calls.Hangup(ctx, callSID)
+		err = calls.Hangup(ctx, callSID)
 		return func() {
 			if err != nil {
 				c.log.Warn("hang-up request failed; closing the stream", zap.Error(err))

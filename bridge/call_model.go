@@ -458,6 +458,9 @@ func (c *call) onSessionUpdated() {
 		c.toModelJSON(it)
 	}
 	c.flushHeld()
+	if c.quietResume() {
+		return // a migrated call: the caller carries on, the agent answers their next turn
+	}
 	if first && len(items) == 0 {
 		c.createResponse(greetingInstructions(c.agent, c.from))
 		return

@@ -40,15 +40,14 @@ const (
 
 // rotation is the state of the next model session. Owned by the loop.
 type rotation struct {
-	at       <-chan time.Time // when to open the next session
-	next     *modelConn       // the next session, until the switch
-	nextGen  int              // generation of the next session's dial
-	cancel   context.CancelFunc
-	readyC   <-chan time.Time // the next session not ready in time
-	quietC   <-chan time.Time // the bound of the wait for a quiet moment
-	readyAt  time.Time        // when the next session was ready
-	speaking bool             // the caller speaks (VAD of the current session)
-	carry    carryRing        // caller audio sent since the last commit
+	at      <-chan time.Time // when to open the next session
+	next    *modelConn       // the next session, until the switch
+	nextGen int              // generation of the next session's dial
+	cancel  context.CancelFunc
+	readyC  <-chan time.Time // the next session not ready in time
+	quietC  <-chan time.Time // the bound of the wait for a quiet moment
+	readyAt time.Time        // when the next session was ready
+	carry   carryRing        // caller audio sent since the last commit
 	// seeded and lastSeed: how many turns the next session was seeded
 	// with, and the last of them, to send it the turns added meanwhile.
 	seeded   int
@@ -98,11 +97,11 @@ func (c *call) observeModelEvent(ev *realtime.ServerEvent) {
 			c.model.expires = time.Unix(ev.Session.ExpiresAt, 0)
 		}
 	case realtime.TypeSpeechStarted:
-		c.rot.speaking = true
+		c.speaking = true
 	case realtime.TypeSpeechStopped:
-		c.rot.speaking = false
+		c.speaking = false
 	case realtime.TypeInputCommitted:
-		c.rot.speaking = false
+		c.speaking = false
 		c.rot.carry.reset()
 	}
 }
@@ -274,10 +273,11 @@ func (c *call) abortRotation(string) {
 }
 
 // quiet reports whether the call is at a quiet moment: nothing is spoken
-// or about to be, and no action is under way.
+// or about to be, and no action is under way. A model rotation switches
+// sessions at one, and so does a migration (call_migrate.go).
 func (c *call) quiet() bool {
 	return !c.respActive && !c.respAsked && !c.respWanted && c.play.idle() && c.ahead.len() == 0 &&
-		!c.rot.speaking && !c.transfer && !c.hangup.pending
+		!c.speaking && !c.transfer && !c.hangup.pending
 }
 
 // maybeSwitch switches to the next session when it is ready and the call is
@@ -322,7 +322,7 @@ func (c *call) switchModel(why string) {
 		c.toModel(fb)
 		carried++
 	})
-	c.rot.speaking = false
+	c.speaking = false
 	c.flushHeld()
 	if wasActive {
 		c.createResponse("") // cut off by a forced switch: the agent goes on

@@ -51,6 +51,10 @@ type setupResult struct {
 	sessErr error
 	// liveStream is the stream the session names when it refused this one.
 	liveStream string
+	// fence is the fencing token the stream took the call with (started).
+	fence int64
+	// migrated: the stream continues a call migrated from another pod.
+	migrated bool
 }
 
 // onStart checks Twilio's start message and its token, then runs the
@@ -124,7 +128,7 @@ func (c *call) lookup(ctx context.Context, claims session.Claims, callSID, strea
 	if r.claimErr == nil && !r.claimed || r.agentErr != nil && r.agentEnd == "" {
 		return r // refused without touching the session (a used token, a store blip)
 	}
-	pod := c.cfg.PodID
+	pod, leaseTTL := c.cfg.PodID, c.cfg.LeaseTTL
 	r.sess, r.sessErr = c.srv.deps.Sessions.UpdateSession(ctx, callSID, func(s *session.Session) error {
 		if err := streamAllowed(s, streamSID); err != nil {
 			r.liveStream = s.StreamSID
@@ -134,7 +138,9 @@ func (c *call) lookup(ctx context.Context, claims session.Claims, callSID, strea
 			s.End(r.agentEnd, now)
 			return nil
 		}
+		r.migrated = s.Migration != nil
 		r.resumed = startStream(s, pod, streamSID, now)
+		r.fence = s.Take(pod, now, leaseTTL)
 		return nil
 	})
 	r.started = r.sessErr == nil && r.agentEnd == ""
@@ -235,16 +241,25 @@ func (c *call) accept(r setupResult) {
 	c.writer.creator, _ = c.srv.deps.Sessions.(sessionCreator)
 	c.writer.seed = c.seedSession(sess)
 	c.writer.metrics = c.srv.wmetrics
+	fence := &ownerFence{v: r.fence} // the writer's from here on
+	c.writer.guard = fence.guard
+	if r.started {
+		c.fence = r.fence
+		c.migratedIn = r.migrated
+		c.greeted = c.greeted || r.migrated // the caller was greeted on the first pod
+	}
+	c.leaseC = c.cfg.After(c.cfg.LeaseRenew)
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
 		c.writer.run()
 	}()
-	now, pod, sid := c.now(), c.cfg.PodID, c.streamSID
+	now, pod, sid, ttl := c.now(), c.cfg.PodID, c.streamSID, c.cfg.LeaseTTL
 	if !r.started && !errors.Is(r.sessErr, session.ErrNotFound) {
 		c.writer.push(func(s *session.Session) {
 			if streamAllowed(s, sid) == nil {
 				startStream(s, pod, sid, now)
+				fence.v = s.Take(pod, now, ttl) // adopted: the writer checks it from its next write
 			}
 		})
 	}

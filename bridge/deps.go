@@ -73,6 +73,24 @@ type Transferer interface {
 	Transfer(ctx context.Context, req TransferRequest) error
 }
 
+// Migrator moves a live call's media stream off this pod (drain by
+// migration): it makes a fresh <Connect><Stream> the call's current connect
+// generation, unless the session's fencing token is not req.Fence (an error
+// wrapping session.ErrFenced), and updates the live call with it through
+// Twilio's REST API, which stops this stream and opens the new one on a
+// pod the load balancer picks. Retrying a request that failed is safe.
+type Migrator interface {
+	Migrate(ctx context.Context, req MigrateRequest) error
+}
+
+// MigrateRequest names the stream to move and its owner.
+type MigrateRequest struct {
+	CallSID   string
+	StreamSID string
+	PodID     string
+	Fence     int64 // the stream's fencing token; 0: not checked
+}
+
 // Agent is what a call needs to know of its agent.
 type Agent struct {
 	ID           string
@@ -133,6 +151,10 @@ type TransferRequest struct {
 	AgentID     string
 	Destination Destination
 	Via         string // ViaTool, ViaDTMF, ViaOperator or ViaFallback
+	// Fence is the stream's fencing token: the transfer starts only if the
+	// session still carries it (else an error wrapping session.ErrFenced).
+	// 0 is not checked.
+	Fence int64
 }
 
 // End reasons recorded on the session (session.Session.EndReason).
@@ -143,4 +165,7 @@ const (
 	ReasonAgentHangup        = "agent_hangup"
 	ReasonOperatorHangup     = "operator_hangup"
 	ReasonShutdown           = "shutdown"
+	// ReasonMigrated ends a stream that moved to another pod; the call
+	// goes on there and the session is not ended.
+	ReasonMigrated = "migrated"
 )

@@ -172,6 +172,8 @@ type harnessOpts struct {
 	agents     Agents        // replaces the default agent look-up when set
 	dialDelay  time.Duration // before the model's TCP connect
 	transfers  Transferer
+	migrator   Migrator
+	sessions   *memSessions // shared with another harness (a second pod) when set
 	noCalls    bool
 	cfg        func(*Config)
 }
@@ -207,6 +209,9 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 	}
 	t.Cleanup(h.model.Close)
 	t.Cleanup(h.rest.Close)
+	if o.sessions != nil {
+		h.sessions = o.sessions
+	}
 	agent := o.agent
 	if agent.Instructions == "" {
 		agent = testAgent()
@@ -245,8 +250,8 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 			}
 			return agent, nil
 		}),
-		Transfers: o.transfers,
-		Logger:    zap.New(core), Registerer: h.reg,
+		Transfers: o.transfers, Migrator: o.migrator,
+		Logger: zap.New(core), Registerer: h.reg,
 	}
 	if o.agents != nil {
 		deps.Agents = o.agents

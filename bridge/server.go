@@ -94,6 +94,15 @@ type Config struct {
 	// TranscriptionModel transcribes the caller; default gpt-4o-mini-transcribe.
 	TranscriptionModel string
 
+	// LeaseTTL is how long a call's ownership lease runs unless renewed;
+	// 15 s. LeaseRenew is how often the owner renews it; 5 s (lease.go).
+	LeaseTTL   time.Duration
+	LeaseRenew time.Duration
+	// MigrateQuietWait bounds the wait for a quiet moment (no agent audio
+	// playing, caller not speaking, no response under way) before a
+	// draining pod migrates a call anyway, at the next frame; 10 s.
+	MigrateQuietWait time.Duration
+
 	// ModelPoolSize is how many connections of RealtimeModel the pod keeps
 	// open for calls to take (MODEL_POOL_SIZE); 0 means no pool, every call
 	// dials once accepted. A take is refilled in the background.
@@ -144,6 +153,9 @@ func (c Config) withDefaults() Config {
 	def(&c.HangupWait, 15*time.Second)
 	def(&c.StoreTimeout, 10*time.Second)
 	def(&c.ProbeWindow, 300*time.Millisecond)
+	def(&c.LeaseTTL, 15*time.Second)
+	def(&c.LeaseRenew, 5*time.Second)
+	def(&c.MigrateQuietWait, 10*time.Second)
 	def(&c.ModelPoolMaxAge, 40*time.Second)
 	c.ModelPoolMaxAge = min(c.ModelPoolMaxAge, 2*c.PingInterval)
 	c.ModelPoolSize = max(c.ModelPoolSize, 0)
@@ -154,13 +166,16 @@ func (c Config) withDefaults() Config {
 // and Agents are required; Calls and Transfers may be nil (end_call then only
 // closes the stream; transfers are refused with a log line).
 type Deps struct {
-	Sessions   Sessions
-	Tokens     Tokens
-	Claims     TokenClaimer
-	Handshake  HandshakeValidator
-	Agents     Agents
-	Calls      CallControl
-	Transfers  Transferer
+	Sessions  Sessions
+	Tokens    Tokens
+	Claims    TokenClaimer
+	Handshake HandshakeValidator
+	Agents    Agents
+	Calls     CallControl
+	Transfers Transferer
+	// Migrator moves live calls to another pod when the server drains;
+	// nil: a draining server lets its calls run until Shutdown's deadline.
+	Migrator   Migrator
 	Logger     *zap.Logger           // nil: no logs
 	Registerer prometheus.Registerer // nil: metrics are kept but not exported
 }
@@ -178,10 +193,13 @@ type Server struct {
 	upgrader websocket.Upgrader
 	active   atomic.Int64
 
-	mu       sync.Mutex // guards draining, forced, calls and wg.Add
+	mu       sync.Mutex // guards draining, forced, closed, calls, open, openChanged and wg.Add
 	draining bool
 	forced   bool // the drain deadline passed: calls are ended at once
+	closed   bool // Shutdown is over: streams are refused, wg.Add is never called again
 	calls    map[*call]struct{}
+	open     int            // stream handlers running
+	changed  chan struct{}  // closed and replaced when open drops
 	wg       sync.WaitGroup // one per open stream handler
 }
 
@@ -217,6 +235,7 @@ func NewServer(cfg Config, deps Deps) (*Server, error) {
 		metrics:  m,
 		calls:    map[*call]struct{}{},
 		wmetrics: wm,
+		changed:  make(chan struct{}),
 	}
 	s.upgrader = websocket.Upgrader{
 		ReadBufferSize:  4096,
@@ -271,16 +290,20 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.mu.Lock()
-	if s.draining {
+	if s.closed {
+		// Shutdown has returned: the process is exiting. (A draining
+		// server still accepts streams: they are migrated like any call.)
 		s.mu.Unlock()
 		s.metrics.rejected.WithLabelValues(rejectDraining).Inc()
-		s.log.Warn("media stream refused: server is draining", zap.String("remote", r.RemoteAddr))
-		http.Error(w, "draining", http.StatusServiceUnavailable)
+		s.log.Warn("media stream refused: server stopped", zap.String("remote", r.RemoteAddr))
+		http.Error(w, "stopped", http.StatusServiceUnavailable)
 		return
 	}
+	s.open++
 	s.wg.Add(1)
 	s.mu.Unlock()
 	defer s.wg.Done()
+	defer s.streamClosed()
 
 	ws, err := s.upgrader.Upgrade(w, r, nil)
 	if err != nil {
@@ -292,6 +315,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.calls[c] = struct{}{}
 	if s.forced {
 		c.stop()
+	}
+	if s.draining {
+		c.requestMigrate() // it arrived during the load balancer's propagation delay
 	}
 	s.mu.Unlock()
 	s.active.Add(1)
@@ -427,37 +453,65 @@ func (s *Server) deliver(callSID string, f func(*call)) error {
 // deliverTimeout bounds the hand-over of an operator request to a call loop.
 const deliverTimeout = 2 * time.Second
 
-// Shutdown stops accepting streams and closes the idle pooled model
-// connections, waits for the calls to end until ctx is done; then it ends
-// the remaining calls with reason shutdown, waits for them to close and
-// returns ctx's error.
+// streamClosed counts a stream handler out and wakes Shutdown.
+func (s *Server) streamClosed() {
+	s.mu.Lock()
+	s.open--
+	close(s.changed)
+	s.changed = make(chan struct{})
+	s.mu.Unlock()
+}
+
+// Shutdown drains the server: it closes the idle pooled model connections
+// and asks every call, and every stream that arrives from now on, to move to
+// another pod (Deps.Migrator, call_migrate.go), and returns as soon as no
+// stream is left here, nil. When ctx ends first it ends the remaining calls
+// with reason shutdown (their session records written), waits for them to
+// close and returns ctx's error. Streams arriving after Shutdown returned
+// are refused.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.draining = true
 	n := len(s.calls)
+	for c := range s.calls {
+		c.requestMigrate()
+	}
 	s.mu.Unlock()
-	s.log.Info("draining media streams", zap.Int("calls", n))
+	s.log.Info("draining media streams: migrating the calls", zap.Int("calls", n))
 	s.models.stop()
 	defer s.models.wait() // the taken connections' watchers end with their calls
 
-	done := make(chan struct{})
-	go func() {
-		s.wg.Wait()
-		close(done)
-	}()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
+	var err error
+	for forced := false; ; {
+		s.mu.Lock()
+		n, changed := s.open, s.changed
+		if n == 0 {
+			s.closed = true // from here on no wg.Add: Wait is safe
+		}
+		s.mu.Unlock()
+		if n == 0 {
+			break
+		}
+		select {
+		case <-changed:
+			continue
+		case <-ctx.Done():
+		}
+		if forced {
+			<-changed
+			continue
+		}
+		forced = true
+		err = fmt.Errorf("bridge: shutdown: %w", ctx.Err())
+		s.mu.Lock()
+		s.forced = true
+		for c := range s.calls {
+			c.stop()
+		}
+		n = len(s.calls)
+		s.mu.Unlock()
+		s.log.Warn("drain deadline reached: ending the remaining calls", zap.Int("calls", n))
 	}
-	s.mu.Lock()
-	s.forced = true
-	for c := range s.calls {
-		c.stop()
-	}
-	n = len(s.calls)
-	s.mu.Unlock()
-	s.log.Warn("drain deadline reached: ending the remaining calls", zap.Int("calls", n))
-	<-done
-	return fmt.Errorf("bridge: shutdown: %w", ctx.Err())
+	s.wg.Wait()
+	return err
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
 	"sync"
 	"time"
 
@@ -67,6 +68,12 @@ type sessionWriter struct {
 	log     *zap.Logger
 	ctx     context.Context // not cancelled with the call: the end must be written
 	timeout time.Duration
+	// guard, when set, runs first in every write: an error refuses the
+	// whole write (the fence check, lease.go). Set before run.
+	guard func(*session.Session) error
+	// fenced is closed when guard refused a write with session.ErrFenced:
+	// the writer has stopped and drops what is queued.
+	fenced chan struct{}
 
 	// Set by the call before run starts, then read by run only.
 	creator sessionCreator          // nil: a missing record is not re-created
@@ -75,6 +82,7 @@ type sessionWriter struct {
 	last    *session.Session        // the record after the last write; owned by run
 
 	mu      sync.Mutex
+	busy    bool // a write is in flight
 	pending []pendingSeg
 	final   bool          // finish was called
 	wake    chan struct{} // capacity 1: pending changed
@@ -96,7 +104,7 @@ const (
 func newSessionWriter(ctx context.Context, store Sessions, callSID string, log *zap.Logger, timeout time.Duration) *sessionWriter {
 	return &sessionWriter{
 		store: store, callSID: callSID, log: log, ctx: ctx, timeout: timeout,
-		wake: make(chan struct{}, 1),
+		wake: make(chan struct{}, 1), fenced: make(chan struct{}),
 	}
 }
 
@@ -167,7 +175,21 @@ func (w *sessionWriter) take() ([]pendingSeg, bool) {
 	defer w.mu.Unlock()
 	batch := w.pending
 	w.pending = nil
+	w.busy = len(batch) > 0
 	return batch, w.final
+}
+
+// idle reports whether everything queued has been written.
+func (w *sessionWriter) idle() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.pending) == 0 && !w.busy
+}
+
+func (w *sessionWriter) settled() {
+	w.mu.Lock()
+	w.busy = false
+	w.mu.Unlock()
 }
 
 // putBack puts a batch whose write failed in front of what was queued since,
@@ -206,7 +228,16 @@ func (w *sessionWriter) run() {
 			continue
 		}
 		err := w.apply(batch)
+		requeued := err != nil && !isFenced(err) && !errors.Is(err, session.ErrNotFound)
+		if requeued {
+			w.putBack(batch) // retried below; before settled, so idle stays false
+		}
+		w.settled()
 		switch {
+		case isFenced(err):
+			w.log.Warn("session writes stopped: a newer stream owns the call (fenced)")
+			close(w.fenced)
+			return
 		case err == nil:
 			if delay > 0 {
 				w.log.Info("session updates written after the store recovered", zap.Float64("failing_for_s", time.Since(failingSince).Seconds()))
@@ -240,7 +271,9 @@ func (w *sessionWriter) run() {
 		} else {
 			delay = min(2*delay, writerRetryMax)
 		}
-		w.putBack(batch)
+		if !requeued {
+			w.putBack(batch) // a re-create that failed: retried like any write
+		}
 		// The budget runs from the end of the call (or the first failure
 		// after it): while the call lives, nothing is given up.
 		if final && time.Since(latest(failingSince, endedAt)) > writerFinalBudget {
@@ -265,9 +298,17 @@ func latest(a, b time.Time) time.Time {
 
 // apply writes batch in one UpdateSession.
 func (w *sessionWriter) apply(batch []pendingSeg) error {
+	if !slices.ContainsFunc(batch, func(seg pendingSeg) bool { return seg.fn != nil || seg.adds != nil }) {
+		return nil // only nil mutations (the end of a migrated stream): nothing to write
+	}
 	ctx, cancel := context.WithTimeout(w.ctx, w.timeout)
 	defer cancel()
 	out, err := w.store.UpdateSession(ctx, w.callSID, func(s *session.Session) error {
+		if w.guard != nil {
+			if err := w.guard(s); err != nil {
+				return err
+			}
+		}
 		applyBatch(s, batch)
 		return nil
 	})

@@ -180,6 +180,14 @@ type Session struct {
 	// token, so a retried webhook gets the answer it missed). Its ID names
 	// the connect generation a <Connect action> callback is about.
 	Connect *Claims `json:"connect,omitempty"`
+	// Fence is the fencing token of the call's owner: incremented by every
+	// stream that takes the call (Take); writes of an owner holding an
+	// older one are refused (CheckFence). LeaseUntil is when the owner's
+	// lease runs out unless renewed.
+	Fence      int64      `json:"fence,omitempty"`
+	LeaseUntil *time.Time `json:"leaseUntil,omitempty"`
+	// Migration is set while the call's stream moves to another pod.
+	Migration *Migration `json:"migration,omitempty"`
 
 	Timeline   []Event    `json:"timeline"`
 	Transcript []Turn     `json:"transcript"`

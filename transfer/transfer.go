@@ -91,6 +91,15 @@ func New(cfg Config) *Service {
 // back to streaming and an error wrapping ErrREST is returned: the caller stays
 // with the agent. A refused destination is recorded on the timeline too.
 func (s *Service) Start(ctx context.Context, callSID, destination, via string) (session.Transfer, error) {
+	return s.StartFenced(ctx, 0, callSID, destination, via)
+}
+
+// StartFenced is Start by the owner of the call holding fencing token fence
+// (session.Session.Fence): when the session carries another token (a newer
+// stream owns the call) nothing is recorded or sent and the error wraps
+// session.ErrFenced. A zero fence is not checked (operator requests for a
+// call whose owner is gone).
+func (s *Service) StartFenced(ctx context.Context, fence int64, callSID, destination, via string) (session.Transfer, error) {
 	log := s.cfg.Logger.With(zap.String("call_sid", callSID), zap.String("destination", destination), zap.String("via", via))
 	id, err := attemptID()
 	if err != nil {
@@ -101,6 +110,9 @@ func (s *Service) Start(ctx context.Context, callSID, destination, via string) (
 	var refer string
 	_, err = s.cfg.Sessions.UpdateSession(ctx, callSID, func(ss *session.Session) error {
 		now := s.cfg.Now()
+		if err := ss.CheckFence(fence); err != nil {
+			return err
+		}
 		if ss.State != session.Streaming {
 			return fmt.Errorf("%w: state %s", ErrNotLive, ss.State)
 		}

@@ -83,6 +83,9 @@ func replacedStream(s *session.Session, streamSID string) bool {
 	if s.StreamSID != "" && s.StreamSID != streamSID {
 		return true
 	}
+	if s.Migration != nil && s.Migration.FromStream == streamSID {
+		return true // a drain moved the call off it (MigrateConnect)
+	}
 	for _, e := range s.Timeline {
 		if e.Type == EventReconnect && e.Detail == streamSID {
 			return true

@@ -182,6 +182,7 @@ type harness struct {
 	calls     *fakeCalls
 	answered  *Answered
 	logs      *observer.ObservedLogs
+	handler   *Handler
 }
 
 const (
@@ -240,6 +241,7 @@ func newHarnessWith(t *testing.T, publicURL string, validate bool, prober Stream
 		t.Fatal(err)
 	}
 	h.Register(x.mux)
+	x.handler = h
 	return x
 }
 

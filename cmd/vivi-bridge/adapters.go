@@ -114,6 +114,6 @@ func (a targets) Target(ctx context.Context, channelID, agentID, name string) (t
 type transfers struct{ svc *transfer.Service }
 
 func (a transfers) Transfer(ctx context.Context, req bridge.TransferRequest) error {
-	_, err := a.svc.Start(ctx, req.CallSID, req.Destination.Name, req.Via)
+	_, err := a.svc.StartFenced(ctx, req.Fence, req.CallSID, req.Destination.Name, req.Via)
 	return err
 }

@@ -46,6 +46,9 @@ type appDeps struct {
 	// (defaultStoreCheck) and the config copy reloaded (defaultConfigReload).
 	storeCheck   time.Duration
 	configReload time.Duration
+	// force, when closed while the pod drains, ends the drain at once (a
+	// second SIGINT/SIGTERM): the remaining calls end with reason shutdown.
+	force <-chan struct{}
 }
 
 // newApp wires the components of DESIGN.md section 3. base is the parent of
@@ -109,6 +112,7 @@ func newApp(base context.Context, c config, log *zap.Logger, d appDeps) (*app, e
 	// here (the bridge claims the token, and counts the stream from then on)
 	// or twiml.AnswerTimeout passes.
 	answered := twiml.NewAnswered(twiml.AnswerTimeout, nil)
+	mig := &migrator{calls: rest}
 	br, err := bridge.NewServer(bridge.Config{
 		PodID:         podID,
 		RealtimeURL:   c.RealtimeURL,
@@ -124,6 +128,7 @@ func newApp(base context.Context, c config, log *zap.Logger, d appDeps) (*app, e
 		Agents:     callAgents{cfg},
 		Calls:      rest,
 		Transfers:  transfers{xfer},
+		Migrator:   mig,
 		Logger:     log,
 		Registerer: reg,
 	})
@@ -142,6 +147,7 @@ func newApp(base context.Context, c config, log *zap.Logger, d appDeps) (*app, e
 	if err != nil {
 		return nil, err
 	}
+	mig.hooks = hooks
 
 	mux := http.NewServeMux()
 	hooks.Register(mux)

@@ -107,8 +107,8 @@ func loadConfig(getenv func(string) string, serve bool) (config, error) {
 	if c.ModelPoolSize, err = strconv.Atoi(env("MODEL_POOL_SIZE", "2")); err != nil || c.ModelPoolSize < 0 || c.ModelPoolSize > maxModelPool {
 		return c, errConfig("MODEL_POOL_SIZE: want an integer from 0 to %d, got %q", maxModelPool, getenv("MODEL_POOL_SIZE"))
 	}
-	if c.ShutdownGrace, err = time.ParseDuration(env("SHUTDOWN_GRACE", "30m")); err != nil || c.ShutdownGrace < 0 {
-		return c, errConfig("SHUTDOWN_GRACE: want a duration like 30m, got %q", getenv("SHUTDOWN_GRACE"))
+	if c.ShutdownGrace, err = time.ParseDuration(env("SHUTDOWN_GRACE", "60s")); err != nil || c.ShutdownGrace < 0 {
+		return c, errConfig("SHUTDOWN_GRACE: want a duration like 60s, got %q", getenv("SHUTDOWN_GRACE"))
 	}
 	if c.SessionRetention, err = time.ParseDuration(env("SESSION_RETENTION", "168h")); err != nil || c.SessionRetention <= 0 {
 		return c, errConfig("SESSION_RETENTION: want a duration like 168h, got %q", getenv("SESSION_RETENTION"))

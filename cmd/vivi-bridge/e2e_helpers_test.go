@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -95,6 +96,10 @@ type e2e struct {
 	currentStream *twiliotest.Call
 	// deps, when set before start, adjusts each pod's appDeps.
 	deps func(pod string, d *appDeps)
+	// grace, when set before start, is the pods' SHUTDOWN_GRACE (default 2s).
+	grace string
+	// maxCalls, when set before start, is the pods' MAX_CALLS (default 5).
+	maxCalls string
 }
 
 func (e *e2e) setStream(c *twiliotest.Call) {
@@ -177,7 +182,7 @@ func (e *e2e) config(pod string) config {
 			"PUBLIC_URL": e.lb.URL, "TWILIO_ACCOUNT_SID": e2eAccount, "TWILIO_AUTH_TOKEN": e2eAuthToken,
 			"TWILIO_API_BASE_URL": e.tw.REST().URL(), "OPENAI_API_KEY": realtimetest.DefaultAPIKey,
 			"OPENAI_REALTIME_URL": e.model.URL(), "STREAM_TOKEN_SECRET": e2eSecret, "ADMIN_TOKEN": e2eAdmin,
-			"REDIS_PREFIX": e.prefix, "POD_NAME": pod, "SHUTDOWN_GRACE": "2s", "MAX_CALLS": "5",
+			"REDIS_PREFIX": e.prefix, "POD_NAME": pod, "SHUTDOWN_GRACE": cmp.Or(e.grace, "2s"), "MAX_CALLS": cmp.Or(e.maxCalls, "5"),
 			"EVENTS_ALLOW_PRIVATE":  "true", // the events receiver is an httptest server on loopback
 			"TWILIO_SIP_DOMAIN_SID": e.domainSID,
 			"MODEL_POOL_SIZE":       "0", // streamAndModel takes the model connections in dial order

@@ -2,19 +2,25 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
 	"time"
 
 	"go.uber.org/zap"
 )
 
-// serve runs the server until ctx is cancelled (SIGINT/SIGTERM), then drains:
-// /readyz turns false, new streams are refused, live calls get SHUTDOWN_GRACE
-// to finish, and the rest are ended with reason shutdown.
+// serve runs the server until ctx is cancelled (SIGINT/SIGTERM), then drains
+// by migration: /readyz turns false at once, webhooks and streams that still
+// reach the pod are served, and every live call is moved to a ready pod at a
+// quiet moment (a REST update with a fresh <Connect><Stream>). The pod exits
+// as soon as its last call is gone; calls that could not move are ended with
+// reason shutdown at SHUTDOWN_GRACE, or at once on a second signal.
 func serve(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
 	if len(args) > 0 {
 		return errConfig("serve takes no arguments (configuration is the environment), got %q", args[0])
@@ -42,7 +48,9 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stder
 	if err != nil {
 		return err
 	}
-	return runServer(ctx, c, log, appDeps{store: st}, ln)
+	force, stopWatching := secondSignal()
+	defer stopWatching()
+	return runServer(ctx, c, log, appDeps{store: st, force: force}, ln)
 }
 
 // runServer serves on ln until ctx ends, then drains. demo and the tests
@@ -89,12 +97,24 @@ func runServer(ctx context.Context, c config, log *zap.Logger, d appDeps, ln net
 	case <-ctx.Done():
 	}
 	a.health.draining.Store(true)
-	log.Info("draining", zap.Float64("grace_s", c.ShutdownGrace.Seconds()), zap.Int("calls", a.bridge.ActiveCalls()))
+	began := time.Now()
+	log.Info("draining: migrating the live calls", zap.Float64("grace_s", c.ShutdownGrace.Seconds()), zap.Int("calls", a.bridge.ActiveCalls()))
 	drainCtx, cancel := context.WithTimeout(context.Background(), c.ShutdownGrace)
 	defer cancel()
-	if err := a.bridge.Shutdown(drainCtx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
-		log.Warn("drain", zap.Error(err))
+	if d.force != nil {
+		go func() {
+			select {
+			case <-d.force:
+				log.Warn("second signal: ending the remaining calls now")
+				cancel()
+			case <-drainCtx.Done():
+			}
+		}()
 	}
+	if err := a.bridge.Shutdown(drainCtx); err != nil {
+		log.Warn("drain ended the calls that had not moved", zap.Error(err))
+	}
+	log.Info("drained", zap.Float64("drain_s", time.Since(began).Seconds()))
 	cancelCalls()
 	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer scancel()
@@ -103,6 +123,27 @@ func runServer(ctx context.Context, c config, log *zap.Logger, d appDeps, ln net
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// secondSignal returns a channel closed at the second SIGINT/SIGTERM (the
+// first one cancels serve's context and starts the drain), and a func that
+// stops watching.
+func secondSignal() (<-chan struct{}, func()) {
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	force, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer signal.Stop(sigs)
+		for n := 0; n < 2; n++ {
+			select {
+			case <-sigs:
+			case <-done:
+				return
+			}
+		}
+		close(force)
+	}()
+	return force, sync.OnceFunc(func() { close(done) })
 }
 
 // httpLimits bound what one HTTP client can make the server hold: a
