@@ -5,9 +5,7 @@
 // skips the pods whose /readyz is not 200, like a load balancer. Twilio and
 // the model are the in-process fakes (twiliotest, realtimetest).
 //
-//	go test ./e2e                                  # the scenarios of today (make test runs them)
-//	go test -tags procs_pending ./e2e              # those that need issue 10's drain, outage and model work
-//	go test -tags procs_pending_rotation ./e2e     # rotation (needs the fake model's short expiry option)
+//	go test ./e2e                                  # every scenario (make test runs them)
 //	go test -v -run Figures ./e2e -args -figures   # the long figure runs; figures are the "FIGURE" lines
 //
 // The package has no code outside its tests; this file only names it.

@@ -1,12 +1,8 @@
-//go:build procs_pending
-
 package e2e
 
-// Scenarios of issue 10 part 5 written against the issue's contract for
-// what the other parts build (drain by migration, Redis outages, model
-// sessions). They need that work merged, so they are behind the build tag
-// procs_pending (go test -tags procs_pending ./e2e); the tag is removed at
-// integration. The figures of the closing note are printed as "FIGURE ...".
+// Scenarios of issue 10 with real processes: drain by migration, Redis
+// outages, a model that never answers. The figures of the closing note are
+// printed as "FIGURE ...".
 
 import (
 	"context"
