@@ -15,9 +15,9 @@ import (
 	"github.com/vivi/bridge/twiliotest"
 )
 
-// The scenarios of issue 10 part 5 that the bridge supports today, with
-// real `vivi-bridge serve` processes. procs_pending_test.go (build tag
-// procs_pending) holds the ones that need the rest of issue 10.
+// Scenarios across real `vivi-bridge serve` processes: pods sharing a call,
+// pod loss, Redis restarts. procs_drain_test.go holds the drain, outage and
+// model-fault ones.
 
 // greeted is the model fake of these tests: a greeting with a transcript,
 // paced like speech so that marks are echoed on Twilio's clock.
