@@ -86,6 +86,8 @@ func runServer(ctx context.Context, c config, log *zap.Logger, d appDeps, ln net
 		log.Info("pprof listening", zap.String("addr", pln.Addr().String()))
 	}
 	srv := newHTTPServer(c.HTTP, a.handler, log)
+	unused := newUnusedConns()
+	srv.ConnState = unused.track
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	log.Info("vivi-bridge serving", zap.String("addr", ln.Addr().String()), zap.String("public_url", c.PublicURL),
@@ -118,6 +120,7 @@ func runServer(ctx context.Context, c config, log *zap.Logger, d appDeps, ln net
 	cancelCalls()
 	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer scancel()
+	defer unused.closeAfter(unusedGrace)() // a connection that never sent a request does not hold the exit
 	if err := srv.Shutdown(sctx); err != nil {
 		log.Warn("http shutdown", zap.Error(err))
 	}
