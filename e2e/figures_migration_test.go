@@ -29,8 +29,8 @@ import (
 // stream's start, from which caller frames flow; the new stream's first
 // agent media comes later, when the agent next speaks), the window from
 // Twilio's REST update (it stops the old stream) to the new stream's start,
-// in which the caller's speech is carried by no stream, and SIGTERM to the
-// drained pod's exit.
+// in which the caller's speech is carried by no stream, SIGTERM to the new
+// stream, and SIGTERM to the drained pod's exit.
 func TestProcsFiguresMigration(t *testing.T) {
 	rounds := figureRounds(twiml.MaxReconnects+1, 24) // more moves than reconnects, in every run
 	w := newWorld(t, worldOptions{model: greeted(), timeout: 5 * time.Minute})
@@ -46,7 +46,7 @@ func TestProcsFiguresMigration(t *testing.T) {
 	conns := []*realtimetest.Conn{conn}
 	want := []string{"Hello, reception."} // the transcript the call must keep
 	answer := realtimetest.Pattern(1600)  // 200 ms of agent speech per turn
-	var heard, window, exit durations
+	var heard, moved, window, exit durations
 	for r := 1; r <= rounds; r++ {
 		// The caller speaks, the agent answers; all of it plays.
 		played := stream.PlayedBytes()
@@ -80,6 +80,7 @@ func TestProcsFiguresMigration(t *testing.T) {
 			t.Fatalf("round %d: no mark echoed on the old stream", r)
 		}
 		heard = append(heard, g.callerFrame)
+		moved = append(moved, nextStream.Started().Sub(sent))
 		update, ok := lastEventBefore(call, "REST update: Connect", nextStream.Started())
 		if !ok {
 			t.Fatalf("round %d: no REST update moved the stream: %v", r, call.Events())
@@ -138,7 +139,8 @@ func TestProcsFiguresMigration(t *testing.T) {
 	if call.Outcome() != "" {
 		t.Fatalf("the call ended (%s) after %d migrations", call.Outcome(), rounds)
 	}
-	figure(t, "migration_gap_sequential", "%s (caller-heard: last mark on the old stream -> new stream)", heard)
+	figure(t, "migration_gap_sequential", "%s (caller-heard: last mark on the old stream -> new stream; includes the test starting the next pod before SIGTERM)", heard)
+	figure(t, "migration_sigterm_stream_sequential", "SIGTERM -> new stream %s", moved)
 	frames := func(d time.Duration) time.Duration { // 20 ms frames due in d, rounded up
 		return (d + twiliotest.DefaultFrameInterval - 1) / twiliotest.DefaultFrameInterval
 	}
