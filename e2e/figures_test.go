@@ -100,20 +100,29 @@ func TestDurationsSummary(t *testing.T) {
 	}
 }
 
-// runFigures enables the long figure runs (go test ./e2e -run Figures -v -args -figures).
-var runFigures = flag.Bool("figures", false, "run the long figure scenarios of e2e (issue 10's closing note)")
+// runFigures lengthens the figure scenarios to the closing note's sample
+// sizes (go test ./e2e -run Figures -v -args -figures). Without it they
+// still run, and assert, with a few rounds, so that every `make test`
+// checks them.
+var runFigures = flag.Bool("figures", false, "run the figure scenarios of e2e with the closing note's sample sizes (20+ rounds)")
 
-// Pod loss, 20 resumptions: in each of 4 rounds 5 calls stream on one pod,
-// the agent speaks on each, the pod is SIGKILLed and replaced, and every
-// call resumes on the other pod. (One call cannot lose its pod 20 times:
+// figureRounds is short without -figures, long with it.
+func figureRounds(short, long int) int {
+	if *runFigures {
+		return long
+	}
+	return short
+}
+
+// Pod loss, 20 resumptions with -figures (3 by default): in each of 4
+// rounds (1 by default) 5 calls (3) stream on one pod, the agent speaks on
+// each, the pod is SIGKILLed and replaced, and every call resumes on the
+// other pod. (One call cannot lose its pod 20 times:
 // connect-ended reconnects a call at most twiml.MaxReconnects times.)
 // Figures: kill to the new stream, and the caller-heard gap on Twilio's
 // mark clock.
 func TestProcsFiguresPodLoss(t *testing.T) {
-	if !*runFigures {
-		t.Skip("a long figure run: -args -figures")
-	}
-	const rounds, perRound = 4, 5
+	rounds, perRound := figureRounds(1, 4), figureRounds(3, 5)
 	w := newWorld(t, worldOptions{model: greeted(), timeout: 5 * time.Minute})
 	pods := map[string]*proc{"pod-a": w.startPod("pod-a"), "pod-b": w.startPod("pod-b")}
 	var resume, heard durations
