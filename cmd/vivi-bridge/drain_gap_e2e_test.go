@@ -49,9 +49,6 @@ func appendTimes(conn *realtimetest.Conn) []time.Time {
 // stream to the first on the new one: what Twilio streamed to no one). It
 // logs p50 and max, and fails only when a migration takes over 2 s.
 func TestDrainMigrationGap(t *testing.T) {
-	if testing.Short() {
-		t.Skip("20 migrations")
-	}
 	const n = 20
 	e := newE2E(t, realtimetest.Options{Greeting: realtimetest.Pattern(800)})
 	e.grace = "30s"
@@ -116,9 +113,6 @@ func TestDrainMigrationGap(t *testing.T) {
 // the other pod; the pod exits once the last has moved (logged: the time
 // from SIGTERM to exit), and no call ends.
 func TestDrainManyCalls(t *testing.T) {
-	if testing.Short() {
-		t.Skip("50 calls")
-	}
 	const n = 50
 	e := newE2E(t, realtimetest.Options{})
 	e.grace, e.maxCalls = "30s", "100"
@@ -159,8 +153,6 @@ func TestDrainManyCalls(t *testing.T) {
 			t.Fatalf("call %d ended: %s", i, c.Outcome())
 		}
 	}
-	// (The exit includes net/http's Shutdown, which probably waits its 5 s for a
-	// connection the front opened but never used.)
 	t.Logf("SIGTERM to exit with %d live calls: %v", n, exit.Round(time.Millisecond))
 	// Hang up, so that the cleanup's drain of pod-b (the only pod left, so
 	// its calls would move back to itself until SHUTDOWN_GRACE) is short.
