@@ -74,6 +74,9 @@ func (c *call) tryMigrate() {
 	if c.transfer || c.hangup.pending {
 		return // the transfer or hang-up ends this stream itself
 	}
+	if !c.srv.deps.Migrator.CanMigrate() {
+		return // no pod to take it yet: asked again at the next frame
+	}
 	why := "quiet moment"
 	if !c.quiet() || c.writer == nil || !c.writer.idle() { // the record is written before the move
 		if !m.late {

@@ -79,8 +79,14 @@ type Transferer interface {
 // wrapping session.ErrFenced), and updates the live call with it through
 // Twilio's REST API, which stops this stream and opens the new one on a
 // pod the load balancer picks. Retrying a request that failed is safe.
+//
+// CanMigrate reports whether another pod is ready to take a moved call; it
+// is asked on the call loop (an atomic read, no I/O). While it is false a
+// draining pod keeps its calls, so that a call is not sent to a load
+// balancer with no ready pod behind it (the last pod of a deployment).
 type Migrator interface {
 	Migrate(ctx context.Context, req MigrateRequest) error
+	CanMigrate() bool
 }
 
 // MigrateRequest names the stream to move and its owner.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,13 +17,16 @@ import (
 
 // recMigrator records migration requests and answers them with err.
 type recMigrator struct {
-	mu    sync.Mutex
-	reqs  []MigrateRequest
-	err   error
-	added *testwait.Notifier
+	mu      sync.Mutex
+	reqs    []MigrateRequest
+	err     error
+	added   *testwait.Notifier
+	noPeers atomic.Bool // CanMigrate answers false
 }
 
 func newRecMigrator() *recMigrator { return &recMigrator{added: testwait.NewNotifier()} }
+
+func (m *recMigrator) CanMigrate() bool { return !m.noPeers.Load() }
 
 func (m *recMigrator) Migrate(_ context.Context, req MigrateRequest) error {
 	m.mu.Lock()
@@ -276,4 +280,31 @@ func fireAll(f *fakeAfter, ds ...time.Duration) bool {
 		}
 	}
 	return fired
+}
+
+// TestMigrateWaitsForAReadyPod: a draining pod with no other pod ready
+// (CanMigrate false: the last pod of a deployment) keeps its call, even past
+// the quiet wait, and moves it as soon as a pod is ready.
+func TestMigrateWaitsForAReadyPod(t *testing.T) {
+	timers := newFakeAfter()
+	mig := newRecMigrator()
+	mig.noPeers.Store(true)
+	h := newHarness(t, harnessOpts{migrator: mig, cfg: func(c *Config) { c.After = timers.after }})
+	call, mc := h.call(nil)
+	waitFor(t, "the greeting at Twilio", func() bool { return call.ReceivedBytes() >= 1600 })
+	waitFor(t, "the greeting played", func() bool { return len(call.MarkEchoes()) > 0 })
+
+	done := drain(h)
+	timers.await(t, 10*time.Second, 2).fire() // the quiet wait is over too
+	wantNoMigrationWhile(t, mig, mc)
+	mig.noPeers.Store(false)
+	reqs := mig.wait(t, 1)
+	if reqs[0].CallSID != call.CallSID() {
+		t.Fatalf("request %+v", reqs[0])
+	}
+	call.Stop()
+	waitDone(t, "the Twilio socket to close", call.Done())
+	if err := <-done; err != nil {
+		t.Fatalf("Shutdown = %v", err)
+	}
 }

@@ -412,3 +412,41 @@ func TestProcsDrainFigures50Calls(t *testing.T) {
 		c.Hangup(w.ctx)
 	}
 }
+
+// SIGTERM on the only pod (the last pod of a deployment, or a rollout whose
+// new pod is not ready yet): the call is not moved (there is no ready pod
+// behind the front to take it), it keeps relaying on the draining pod, and
+// once a new pod is ready it moves there and the old pod exits by itself.
+func TestProcsSIGTERMLastPodWaitsForAReadyPod(t *testing.T) {
+	w := newWorld(t, worldOptions{model: greeted(), env: []string{"SHUTDOWN_GRACE=60s"}})
+	a := w.startPod("pod-a")
+	call := w.place()
+	stream, conn := w.streamAndModel(call, 1)
+	if err := stream.WaitPlayedBytes(w.ctx, 1600); err != nil {
+		t.Fatal(err)
+	}
+	a.signal(syscall.SIGTERM)
+	testwait.Until(t, 10*time.Second, "pod-a to turn unready", func() bool { return !a.ready(http.DefaultClient) })
+	w.wantCallerAudio(conn, "on the draining pod with no other pod")
+	w.wantCallerAudio(conn, "still on the draining pod")
+	if ups := w.callUpdates(call.CallSID()); len(ups) != 0 {
+		t.Fatalf("the call was moved with no ready pod to take it: %+v", ups)
+	}
+	if n := len(call.Streams()); n != 1 {
+		t.Fatalf("%d streams", n)
+	}
+	w.startPod("pod-b")
+	stream2, conn2 := w.streamAndModel(call, 2)
+	w.wantCallerAudio(conn2, "moved to the new pod")
+	s := w.waitSession(call.CallSID(), "streaming on pod-b", func(s *session.Session) bool {
+		return s.State == session.Streaming && s.PodID == "pod-b" && s.StreamSID == stream2.StreamSID()
+	})
+	if !timelineHas(s, eventMigrated) {
+		t.Fatalf("timeline %+v", s.Timeline)
+	}
+	if code, _, err := a.waitExit(30 * time.Second); err != nil || code != 0 {
+		t.Fatalf("pod-a after SIGTERM: exit code %d, %v", code, err)
+	}
+	w.allCallerAudioReachedModel([]*twiliotest.Call{stream, stream2}, []*realtimetest.Conn{conn, conn2})
+	call.Hangup(w.ctx)
+}

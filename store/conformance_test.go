@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"sort"
 	"sync"
 	"testing"
@@ -40,6 +41,9 @@ type Store interface {
 
 	Publish(ctx context.Context, topic string, msg []byte) error
 	Subscribe(ctx context.Context, topic string) (<-chan []byte, func(), error)
+
+	BeatPod(ctx context.Context, pod string, ready bool, now time.Time) error
+	ReadyPods(ctx context.Context, since time.Time) ([]string, error)
 }
 
 var (
@@ -67,6 +71,7 @@ func testStore(t *testing.T, newStore newStoreFunc) {
 		"concurrent updates":   testConcurrentUpdates,
 		"claim token":          testClaimToken,
 		"session expiry":       testSessionExpiry,
+		"pod presence":         testPodPresence,
 	}
 	names := make([]string, 0, len(tests))
 	for name := range tests {
@@ -131,4 +136,40 @@ func sameJSON(t *testing.T, what string, got, want any) {
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	testwait.Until(t, 5*time.Second, what, cond)
+}
+
+// testPodPresence: a pod is listed from its ready beat until it beats not
+// ready, or its beats stop (entries older than the window asked for are
+// not listed; those older than podsTTL are removed).
+func testPodPresence(t *testing.T, newStore newStoreFunc) {
+	st := newStore(t, Options{})
+	ctx := context.Background()
+	t0 := time.Unix(1_800_000_000, 0)
+	for _, b := range []struct {
+		pod   string
+		ready bool
+		at    time.Time
+	}{{"pod-b", true, t0}, {"pod-a", true, t0.Add(time.Second)}, {"pod-c", true, t0.Add(-10 * time.Second)}} {
+		if err := st.BeatPod(ctx, b.pod, b.ready, b.at); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pods, err := st.ReadyPods(ctx, t0.Add(-3*time.Second))
+	if err != nil || !slices.Equal(pods, []string{"pod-a", "pod-b"}) {
+		t.Fatalf("ready pods %v (%v), want pod-a, pod-b (pod-c's beat is too old)", pods, err)
+	}
+	if err := st.BeatPod(ctx, "pod-a", false, t0.Add(2*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	pods, err = st.ReadyPods(ctx, t0.Add(-3*time.Second))
+	if err != nil || !slices.Equal(pods, []string{"pod-b"}) {
+		t.Fatalf("after pod-a's not-ready beat: %v (%v), want pod-b", pods, err)
+	}
+	if err := st.BeatPod(ctx, "pod-d", true, t0.Add(podsTTL+time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	pods, err = st.ReadyPods(ctx, time.Unix(0, 0))
+	if err != nil || !slices.Equal(pods, []string{"pod-d"}) {
+		t.Fatalf("after podsTTL: %v (%v), want only pod-d (older beats removed)", pods, err)
+	}
 }

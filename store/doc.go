@@ -22,6 +22,8 @@
 //	vivi:token:<id>         string  a used stream token (SET NX PX)
 //	vivi:marker:<pod>:<v>   string  a process's marker (24 h TTL, refreshed by
 //	                                its checks): gone means Redis lost its data
+//	vivi:pods               zset    pods ready for new calls, scored by their last
+//	                                beat (Unix ms); entries older than 1 min removed
 //	vivi:topic:<topic>      -       a pub/sub channel name, not a key
 //
 // The hash tags {cfg} and {sess} put each group in one Cluster slot, so the

@@ -35,6 +35,8 @@ type Memory struct {
 
 	subMu sync.RWMutex
 	subs  map[string]map[*memSub]struct{}
+
+	pods memPods // pods.go
 }
 
 // NewMemory returns an empty in-memory store.

@@ -30,6 +30,7 @@ const streamTokenTTL = 2 * time.Minute
 type app struct {
 	handler  http.Handler
 	watch    *storeWatch
+	presence *presence // nil without a store that records pods
 	bridge   *bridge.Server
 	health   *health
 	prov     *channel.Provisioner
@@ -113,6 +114,11 @@ func newApp(base context.Context, c config, log *zap.Logger, d appDeps) (*app, e
 	// or twiml.AnswerTimeout passes.
 	answered := twiml.NewAnswered(twiml.AnswerTimeout, nil)
 	mig := &migrator{calls: rest}
+	if ps, ok := d.store.(podPresence); ok {
+		mig.presence = &presence{st: ps, pod: podID, log: log.Named("presence")}
+		mig.presence.beat(base) // listed as ready before it serves, so a draining peer can count on it
+		go mig.presence.run(base)
+	}
 	br, err := bridge.NewServer(bridge.Config{
 		PodID:         podID,
 		RealtimeURL:   c.RealtimeURL,
@@ -181,7 +187,7 @@ func newApp(base context.Context, c config, log *zap.Logger, d appDeps) (*app, e
 	h.register(mux)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 
-	return &app{handler: mux, watch: watch, bridge: br, health: h, prov: prov, log: log, registry: reg}, nil
+	return &app{handler: mux, watch: watch, presence: mig.presence, bridge: br, health: h, prov: prov, log: log, registry: reg}, nil
 }
 
 // startedClaims tells the answered-call count that a stream started on this

@@ -204,8 +204,17 @@ func TestDrainingPodAnswersWebhookAndMigratesItsStream(t *testing.T) {
 // the updates), a second signal ends the drain at once, and otherwise
 // SHUTDOWN_GRACE does: the call ends with reason shutdown, its session
 // record written, and runServer returns.
+//
+// "no ready pod": with no other pod ready (the last pod of a deployment) the
+// call is not moved at all (a moved call would find no endpoint), and it
+// ends at SHUTDOWN_GRACE. In the other cases a peer is ready (its beat
+// written here) but the REST update is refused.
 func TestDrainEndsCallsThatCannotMove(t *testing.T) {
-	for name, grace := range map[string]time.Duration{"second signal": time.Hour, "grace": 500 * time.Millisecond} {
+	for name, tc := range map[string]struct {
+		grace  time.Duration
+		noPeer bool
+	}{"second signal": {grace: time.Hour}, "grace": {grace: 500 * time.Millisecond}, "no ready pod": {grace: 500 * time.Millisecond, noPeer: true}} {
+		grace := tc.grace
 		t.Run(name, func(t *testing.T) {
 			e := newE2E(t, realtimetest.Options{})
 			c := e.config("pod-a")
@@ -232,9 +241,18 @@ func TestDrainEndsCallsThatCannotMove(t *testing.T) {
 			call := e.place("203.0.113.10")
 			e.streamAndModel(call, 1)
 			e.holdUpdates(call.CallSID())
+			if !tc.noPeer {
+				if err := st.BeatPod(e.ctx, "pod-peer", true, time.Now()); err != nil {
+					t.Fatal(err)
+				}
+			}
 			began := time.Now()
 			cancel() // SIGTERM
-			if err := waitFor(func() bool { return logs.FilterMessage("migrating the call to another pod").Len() > 0 }); err != nil {
+			if tc.noPeer {
+				if err := waitFor(func() bool { return logs.FilterMessage(noPeerLog).Len() > 0 }); err != nil {
+					t.Fatal("no warning that no pod can take the calls")
+				}
+			} else if err := waitFor(func() bool { return logs.FilterMessage("migrating the call to another pod").Len() > 0 }); err != nil {
 				t.Fatal("no migration attempt")
 			}
 			if grace == time.Hour {
@@ -251,6 +269,9 @@ func TestDrainEndsCallsThatCannotMove(t *testing.T) {
 			t.Logf("SIGTERM to exit: %v", time.Since(began).Round(time.Millisecond))
 			if logs.FilterMessage("migration under way: Twilio moves the stream").Len() != 0 {
 				t.Fatal("a refused update counted as a move")
+			}
+			if tc.noPeer && logs.FilterMessage("migrating the call to another pod").Len() != 0 {
+				t.Fatal("a call was moved with no other pod ready")
 			}
 			s := e.waitSession(call.CallSID(), "ended", func(s *session.Session) bool { return s.State == session.Ended })
 			if s.EndReason != "shutdown" {

@@ -15,9 +15,13 @@ import (
 // with it through Twilio's REST API. hooks is set once newApp has built the
 // handler, before anything is served.
 type migrator struct {
-	hooks *twiml.Handler
-	calls transfer.CallUpdater
+	hooks    *twiml.Handler
+	calls    transfer.CallUpdater
+	presence *presence // nil: a store without pod presence; moves are not held back
 }
+
+// CanMigrate reports whether another pod was ready at the last beat.
+func (m *migrator) CanMigrate() bool { return m.presence == nil || m.presence.peers.Load() }
 
 func (m *migrator) Migrate(ctx context.Context, req bridge.MigrateRequest) error {
 	doc, err := m.hooks.MigrateConnect(ctx, req.CallSID, req.PodID, req.StreamSID, req.Fence)

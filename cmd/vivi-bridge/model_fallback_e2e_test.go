@@ -41,8 +41,12 @@ func TestModelUnreachableE2E(t *testing.T) {
 				if sip != "sip:2001@203.0.113.10:5061;transport=tls" {
 					t.Fatalf("fallback REFER to %q; TwiML %q", sip, u.form.Get("Twiml"))
 				}
-				s := e.waitSession(call.CallSID(), "the fallback transfer", func(s *session.Session) bool { return len(s.Transfers) == 1 })
-				if s.Transfers[0].Via != "fallback" || !timelineHas(s, session.EventModelError, "model unavailable") {
+				// The transfer service and the call's writer write separately:
+				// wait for both the attempt and the timeline's reason.
+				s := e.waitSession(call.CallSID(), "the fallback transfer", func(s *session.Session) bool {
+					return len(s.Transfers) == 1 && timelineHas(s, session.EventModelError, "model unavailable")
+				})
+				if s.Transfers[0].Via != "fallback" {
 					t.Fatalf("session %+v", s)
 				}
 				return

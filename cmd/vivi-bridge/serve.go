@@ -99,6 +99,9 @@ func runServer(ctx context.Context, c config, log *zap.Logger, d appDeps, ln net
 	case <-ctx.Done():
 	}
 	a.health.draining.Store(true)
+	if a.presence != nil {
+		a.presence.drain(context.WithoutCancel(ctx))
+	}
 	began := time.Now()
 	log.Info("draining: migrating the live calls", zap.Float64("grace_s", c.ShutdownGrace.Seconds()), zap.Int("calls", a.bridge.ActiveCalls()))
 	drainCtx, cancel := context.WithTimeout(context.Background(), c.ShutdownGrace)
