@@ -47,7 +47,12 @@ type rotation struct {
 	readyC  <-chan time.Time // the next session not ready in time
 	quietC  <-chan time.Time // the bound of the wait for a quiet moment
 	readyAt time.Time        // when the next session was ready
-	carry   carryRing        // caller audio sent since the last commit
+	// carry is the caller audio sent since the last commit, kept only
+	// while a rotation is under way (carrying): from when the next session
+	// is opened to the switch. Before that nothing needs it, and a call
+	// does not hold 2 s of audio copies for its whole life.
+	carry    carryRing
+	carrying bool
 	// seeded and lastSeed: how many turns the next session was seeded
 	// with, and the last of them, to send it the turns added meanwhile.
 	seeded   int
@@ -86,7 +91,14 @@ func (r *carryRing) each(f func([]byte)) {
 }
 
 // sentCaller notes a caller frame sent to the current session.
-func (c *call) sentCaller(b []byte) { c.rot.carry.add(b) }
+func (c *call) sentCaller(b []byte) {
+	if c.rot.carrying {
+		c.rot.carry.add(b)
+	}
+}
+
+// stopCarrying releases the carried audio once no rotation needs it.
+func (c *call) stopCarrying() { c.rot.carry, c.rot.carrying = carryRing{}, false }
 
 // observeModelEvent follows the current session's events the rotation
 // depends on: its expiry, the caller's speech and the commits.
@@ -142,6 +154,7 @@ func (c *call) onRotateTimer() {
 	c.gen++
 	gen := c.gen
 	c.rot.nextGen = gen
+	c.rot.carrying = true
 	c.log.Info("opening the next model session before the current one expires",
 		zap.Time("expires_at", c.model.expires))
 	model := c.modelName()
@@ -270,6 +283,7 @@ func (c *call) abortRotation(string) {
 	}
 	c.rot.nextGen = 0
 	c.rot.readyC, c.rot.quietC, c.rot.at = nil, nil, nil
+	c.stopCarrying()
 }
 
 // quiet reports whether the call is at a quiet moment: nothing is spoken
@@ -322,6 +336,7 @@ func (c *call) switchModel(why string) {
 		c.toModel(fb)
 		carried++
 	})
+	c.stopCarrying()
 	c.speaking = false
 	c.flushHeld()
 	if wasActive {
