@@ -217,7 +217,11 @@ func (c *call) end(reason string) {
 		reason = c.hangupReason() // Twilio's stop is the effect of our hang-up
 	}
 	if c.migr.started && (reason == ReasonCallerHangup || reason == ReasonTwilioDisconnected) {
-		reason = ReasonMigrated // Twilio's stop is the effect of our REST update
+		// Twilio's stop is the effect of our REST update. It may come before
+		// the update's answer reaches the loop, so started (not done)
+		// decides; a caller who hangs up meanwhile is ended by Twilio's
+		// call status callback (the session is marked migrating).
+		reason = ReasonMigrated
 	}
 	c.endReason = c.endByApology(reason)
 }
@@ -360,6 +364,15 @@ func (c *call) toModel(b *[]byte) {
 
 // async runs work off the loop and its result (a func) back on the loop.
 // work must honour ctx; the result is dropped if the call ended meanwhile.
+// toLoop runs f on the loop, from another goroutine of the call; dropped
+// once the call has ended.
+func (c *call) toLoop(f func()) {
+	select {
+	case c.results <- f:
+	case <-c.done:
+	}
+}
+
 func (c *call) async(work func(ctx context.Context) func()) {
 	c.wg.Add(1)
 	go func() {

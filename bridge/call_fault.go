@@ -244,17 +244,23 @@ func (c *call) sayApology(why string) {
 	callSID, timeout := c.callSID, c.cfg.StoreTimeout
 	end := c.endMutation(ReasonModelUnavailable, c.now())
 	detail := clip("apology: "+why, 300)
-	now := c.now()
+	now, fence := c.now(), c.fence
 	c.async(func(ctx context.Context) func() {
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
 		defer cancel()
 		// Recorded before Twilio is asked: the update makes Twilio stop the
 		// stream and post its callbacks, which must find the call ended.
+		// A stream that lost the call (fenced) neither records nor hangs up.
 		if _, err := c.srv.deps.Sessions.UpdateSession(ctx, callSID, func(s *session.Session) error {
+			if err := s.CheckFence(fence); err != nil {
+				return err
+			}
 			s.Record(now, session.EventModelError, detail)
 			end(s)
 			return nil
-		}); err != nil {
+		}); isFenced(err) {
+			return c.onFenced
+		} else if err != nil {
 			c.log.Warn("recording the model outage failed; apologising anyway", zap.Error(err))
 		}
 		err := calls.UpdateTwiML(ctx, callSID, apologyTwiML)

@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"go.uber.org/zap"
@@ -95,7 +96,8 @@ func (c *call) tryMigrate() {
 	})
 }
 
-// migrate calls mig until it succeeds, the stream is fenced, or ctx ends,
+// migrate calls mig until it succeeds, the stream is fenced, the move is
+// impossible (ErrCannotMigrate), or ctx ends,
 // with backoff between attempts; it returns the number of attempts. One
 // attempt is not cut by ctx (Twilio may stop the stream before the REST
 // call has answered); timeout bounds it.
@@ -105,7 +107,7 @@ func migrate(ctx context.Context, mig Migrator, req MigrateRequest, after func(t
 		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
 		err := mig.Migrate(actx, req)
 		cancel()
-		if err == nil || isFenced(err) {
+		if err == nil || isFenced(err) || errors.Is(err, ErrCannotMigrate) {
 			return n, err
 		}
 		select {
@@ -124,6 +126,9 @@ func (c *call) onMigrated(attempts int, err error) {
 		c.log.Info("migration under way: Twilio moves the stream", zap.Int("attempts", attempts))
 	case isFenced(err):
 		c.onFenced()
+	case errors.Is(err, ErrCannotMigrate):
+		// Final: the call stays here until it ends or the drain does.
+		c.log.Warn("the call cannot be moved: it stays on this pod", zap.Int("attempts", attempts), zap.Error(err))
 	default:
 		// Only when the call's context ended (the drain deadline): the
 		// call ends with reason shutdown.

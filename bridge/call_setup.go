@@ -256,11 +256,29 @@ func (c *call) accept(r setupResult) {
 	}()
 	now, pod, sid, ttl := c.now(), c.cfg.PodID, c.streamSID, c.cfg.LeaseTTL
 	if !r.started && !errors.Is(r.sessErr, session.ErrNotFound) {
-		c.writer.push(func(s *session.Session) {
-			if streamAllowed(s, sid) == nil {
-				startStream(s, pod, sid, now)
-				fence.v = s.Take(pod, now, ttl) // adopted: the writer checks it from its next write
+		// Adopt the call with the writer's first write: take its fence
+		// there, and hand the committed token to the loop (transfers,
+		// hang-ups and moves carry it). A call that ended or streams
+		// elsewhere meanwhile is not ours: this stream ends.
+		c.writer.written = func(ok bool) {
+			switch {
+			case ok && fence.adopted != 0:
+				v := fence.adopted
+				fence.v, fence.adopted = v, 0
+				c.writer.written = nil // adopted once; the writer's goroutine owns the field
+				c.toLoop(func() { c.fence = v })
+			case ok && fence.refused:
+				c.writer.written = nil
+				c.toLoop(c.onFenced)
 			}
+		}
+		c.writer.push(func(s *session.Session) {
+			if streamAllowed(s, sid) != nil {
+				fence.refused = true
+				return
+			}
+			startStream(s, pod, sid, now)
+			fence.adopted = s.Take(pod, now, ttl)
 		})
 	}
 	c.log.Info("call accepted", zap.String("agent_id", c.claims.AgentID), zap.String("model", c.modelName()),

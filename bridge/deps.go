@@ -26,6 +26,7 @@ package bridge
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"time"
 
@@ -84,10 +85,17 @@ type Transferer interface {
 // is asked on the call loop (an atomic read, no I/O). While it is false a
 // draining pod keeps its calls, so that a call is not sent to a load
 // balancer with no ready pod behind it (the last pod of a deployment).
+//
+// An error wrapping ErrCannotMigrate is final (the call ended, Twilio
+// refused the update as a client error): the move is not retried and the
+// call stays on this pod until it ends or the drain does.
 type Migrator interface {
 	Migrate(ctx context.Context, req MigrateRequest) error
 	CanMigrate() bool
 }
+
+// ErrCannotMigrate marks a Migrator error that retrying cannot fix.
+var ErrCannotMigrate = errors.New("bridge: the call cannot be moved")
 
 // MigrateRequest names the stream to move and its owner.
 type MigrateRequest struct {

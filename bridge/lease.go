@@ -31,10 +31,21 @@ const ReasonFenced = "fenced"
 // session writer's goroutine (its guard and its mutations run there). It is
 // 0 until known: a stream accepted while the store was down takes the call
 // with the writer's first write (adopt).
-type ownerFence struct{ v int64 }
+//
+// adopted is what the adopting mutation took in the update being written:
+// a store may run an update more than once (a check-and-set conflict), so
+// it becomes v only once that write committed (written).
+type ownerFence struct {
+	v       int64
+	adopted int64
+	refused bool // the adopting mutation found the call ended or streaming elsewhere
+}
 
 // guard refuses a write to a session whose token is not ours.
-func (f *ownerFence) guard(s *session.Session) error { return s.CheckFence(f.v) }
+func (f *ownerFence) guard(s *session.Session) error {
+	f.adopted, f.refused = 0, false // this run of the update decides
+	return s.CheckFence(f.v)
+}
 
 // renewLease queues the renewal of the call's lease and arms the next one.
 func (c *call) renewLease() {

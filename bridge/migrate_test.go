@@ -3,6 +3,7 @@ package bridge
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -166,6 +167,35 @@ func TestMigrateRetriesWithBackoff(t *testing.T) {
 	timers.await(t, 2*migrateRetryMin, 1).fire()
 	mig.wait(t, 3)
 	h.waitLog(zapcore.InfoLevel, "migration under way: Twilio moves the stream")
+	call.Stop()
+	waitDone(t, "the Twilio socket to close", call.Done())
+	if err := <-done; err != nil {
+		t.Fatalf("Shutdown = %v", err)
+	}
+}
+
+// TestMigrateStopsOnAFinalError: a move that cannot succeed (the call
+// ended, Twilio refused the update as a client error) is not retried every
+// few seconds until the drain deadline; it is logged once and the call
+// stays, the stream untouched.
+func TestMigrateStopsOnAFinalError(t *testing.T) {
+	timers := newFakeAfter()
+	mig := newRecMigrator()
+	mig.err = fmt.Errorf("%w: twilio 404 call not in progress", ErrCannotMigrate)
+	h := newHarness(t, harnessOpts{migrator: mig, cfg: func(c *Config) { c.After = timers.after }})
+	call, mc := h.call(nil)
+	waitFor(t, "the greeting at Twilio", func() bool { return call.ReceivedBytes() >= 1600 })
+	done := drain(h)
+	timers.await(t, 10*time.Second, 2).fire()
+	mig.wait(t, 1)
+	h.waitLog(zapcore.WarnLevel, "the call cannot be moved: it stays on this pod")
+	if n := timers.pending(migrateRetryMin); n != 0 {
+		t.Fatalf("%d retry timers armed after a final error", n)
+	}
+	waitEvent(t, mc, "input_audio_buffer.append", 20) // still relaying
+	if n := len(mig.requests()); n != 1 {
+		t.Fatalf("%d migration requests, want 1", n)
+	}
 	call.Stop()
 	waitDone(t, "the Twilio socket to close", call.Done())
 	if err := <-done; err != nil {

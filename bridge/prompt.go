@@ -127,9 +127,24 @@ func tools(agent Agent) []realtime.Tool {
 // assistant output_text, tool turns as the function_call item and its
 // function_call_output, the most recent that fit in seedBudget, then note
 // (e.g. that a transfer failed) as a system message when non-empty.
+//
+// At most seedMaxItems items in all: they are queued on the new
+// connection's writer at once, and must leave room there for the held
+// audio and the events that follow (modelOutQueue, modelOutReserve).
 func seedItems(transcript []session.Turn, note string) []realtime.ItemCreate {
-	start, total := len(transcript), 0
+	start, total, n := len(transcript), 0, 0
+	if note != "" {
+		n++
+	}
 	for start > 0 && total+len(transcript[start-1].Text) <= seedBudget {
+		k := 1
+		if transcript[start-1].Tool != nil {
+			k = 2
+		}
+		if n+k > seedMaxItems {
+			break
+		}
+		n += k
 		total += len(transcript[start-1].Text)
 		start--
 	}
@@ -152,6 +167,10 @@ func seedItems(transcript []session.Turn, note string) []realtime.ItemCreate {
 	}
 	return items
 }
+
+// seedMaxItems bounds the items of a seed (a long call has hundreds of
+// short turns); the most recent are kept.
+const seedMaxItems = 120
 
 // oneLine makes outside text safe to put on one line of the instructions.
 func oneLine(s string, n int) string {

@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"encoding/json"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -218,4 +219,30 @@ func FuzzCallerNumber(f *testing.F) {
 			t.Fatalf("callerNumber(%q) = %q", from, n)
 		}
 	})
+}
+
+// TestSeedItemsBoundedInCount: a long call's hundreds of short turns (and
+// tool turns, two items each) seed at most seedMaxItems items, the most
+// recent, so that the seed fits the new connection's writer queue with room
+// to spare.
+func TestSeedItemsBoundedInCount(t *testing.T) {
+	var tr []session.Turn
+	for i := range 400 {
+		turn := session.Turn{Role: session.RoleCaller, Text: fmt.Sprintf("t%d", i)}
+		if i%10 == 0 {
+			turn = session.Turn{Role: "tool", Tool: &session.ToolCall{CallID: fmt.Sprintf("c%d", i), Name: "lookup", Arguments: "{}", Output: "ok"}}
+		}
+		tr = append(tr, turn)
+	}
+	items := seedItems(tr, "the transfer failed")
+	if len(items) > seedMaxItems || len(items) < seedMaxItems-1 {
+		t.Fatalf("%d items, want at most %d (and close to it)", len(items), seedMaxItems)
+	}
+	if seedMaxItems+modelOutReserve > modelOutQueue {
+		t.Fatalf("a seed of %d items leaves less than the reserve of %d in a queue of %d", seedMaxItems, modelOutReserve, modelOutQueue)
+	}
+	last, _ := json.Marshal(items[len(items)-2])
+	if !strings.Contains(string(last), "t399") {
+		t.Fatalf("the most recent turn is not seeded last: %s", last)
+	}
 }

@@ -58,3 +58,16 @@ func (f *fakeAfter) await(t *testing.T, d time.Duration, n int) *fakeTimer {
 
 // fire fires the timer (as a time.After channel does, at most once).
 func (ft *fakeTimer) fire() { ft.c <- time.Now() }
+
+// pending counts the timers of duration d asked for so far.
+func (f *fakeAfter) pending(d time.Duration) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := 0
+	for _, ft := range f.timers {
+		if ft.d == d {
+			n++
+		}
+	}
+	return n
+}

@@ -74,6 +74,11 @@ type sessionWriter struct {
 	// fenced is closed when guard refused a write with session.ErrFenced:
 	// the writer has stopped and drops what is queued.
 	fenced chan struct{}
+	// written, when set, runs after every UpdateSession of apply with its
+	// outcome, on the writer's goroutine: what a mutation computed inside
+	// the update (which a store may run more than once) counts only once
+	// the write committed (the fence an adopting stream took). Set before run.
+	written func(ok bool)
 
 	// Set by the call before run starts, then read by run only.
 	creator sessionCreator          // nil: a missing record is not re-created
@@ -315,6 +320,9 @@ func (w *sessionWriter) apply(batch []pendingSeg) error {
 	if err == nil && out != nil {
 		w.last = out
 	}
+	if w.written != nil {
+		w.written(err == nil)
+	}
 	return err
 }
 
@@ -408,12 +416,29 @@ func newWriterMetrics(reg prometheus.Registerer) (*writerMetrics, error) {
 
 // applyAdds appends the events and turns of the scratch record adds to s.
 // It does not change adds: a store may call its update func more than once.
+//
+// A batch applied again after a write whose outcome was unknown (the
+// connection died after Redis committed it, before the replica wait
+// answered) is not appended twice: an event or turn equal to one among the
+// record's latest, to the nanosecond of its time, is already there.
 func applyAdds(s, adds *session.Session) {
+	recentEvents := s.Timeline[max(0, len(s.Timeline)-len(adds.Timeline)-8):]
 	for _, e := range adds.Timeline {
+		if slices.ContainsFunc(recentEvents, func(o session.Event) bool {
+			return o.At.Equal(e.At) && o.Type == e.Type && o.Detail == e.Detail
+		}) {
+			continue
+		}
 		s.Record(e.At, e.Type, e.Detail)
 	}
 	s.Folded += adds.Folded
+	recentTurns := s.Transcript[max(0, len(s.Transcript)-len(adds.Transcript)-8):]
 	for _, t := range adds.Transcript {
+		if slices.ContainsFunc(recentTurns, func(o session.Turn) bool {
+			return o.At.Equal(t.At) && o.Role == t.Role && o.Text == t.Text
+		}) {
+			continue
+		}
 		s.PutTurn(t)
 	}
 	s.TranscriptFolded += adds.TranscriptFolded

@@ -244,3 +244,49 @@ func TestSlowTwilioEndsCall(t *testing.T) {
 		t.Fatalf("end reason %q", c.endReason)
 	}
 }
+
+// maybeWrittenSessions commits the first update and then reports an error,
+// as Redis does when the connection dies after EXEC and before the replica
+// wait answered: the write landed, the writer cannot know it.
+type maybeWrittenSessions struct {
+	memSessions
+	failed atomic.Bool
+}
+
+func (s *maybeWrittenSessions) UpdateSession(ctx context.Context, sid string, fn func(*session.Session) error) (*session.Session, error) {
+	out, err := s.memSessions.UpdateSession(ctx, sid, fn)
+	if err == nil && s.failed.CompareAndSwap(false, true) {
+		return nil, errors.New("redis: connection reset after EXEC")
+	}
+	return out, err
+}
+
+// TestSessionWriterReappliesWithoutDuplicates: a batch retried after a
+// write of unknown outcome that had in fact landed appends its events and
+// turns once, not twice (the record seeds the next model session).
+func TestSessionWriterReappliesWithoutDuplicates(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		store := &maybeWrittenSessions{memSessions: memSessions{m: map[string]*session.Session{}}}
+		store.put(session.New("CA1", "ch", "ag", time.Unix(0, 0)))
+		w := newSessionWriter(context.Background(), store, "CA1", zap.NewNop(), time.Second)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			w.run()
+		}()
+		w.event(time.Unix(1, 0), "e", "1")
+		w.turn(time.Unix(2, 0), session.RoleCaller, "I would like to book")
+		w.turn(time.Unix(2, 0), session.RoleAgent, "Sure")
+		time.Sleep(time.Minute) // fake time: the retry after the unknown outcome
+		w.finish(func(s *session.Session) { s.End("caller_hangup", time.Unix(4, 0)) })
+		<-done
+		s := store.get("CA1")
+		var types []string
+		for _, e := range s.Timeline {
+			types = append(types, e.Type+e.Detail)
+		}
+		if !slices.Equal(types, []string{"answered", "e1", "endedcaller_hangup"}) || len(s.Transcript) != 2 {
+			t.Fatalf("after the retry: %v, %d turns %+v", types, len(s.Transcript), s.Transcript)
+		}
+	})
+}

@@ -8,8 +8,9 @@ import (
 	"github.com/vivi/bridge/session"
 )
 
-// errMigrateEnded: the call ended before it could be moved.
-var errMigrateEnded = errors.New("twiml: migrate: the call is not live")
+// ErrMigrateEnded: the call ended before it could be moved (retrying
+// cannot help).
+var ErrMigrateEnded = errors.New("twiml: migrate: the call is not live")
 
 // MigrateConnect prepares the move of the call's live stream streamSID off
 // pod (drain by migration): in one atomic update it checks that the stream
@@ -27,7 +28,7 @@ func (h *Handler) MigrateConnect(ctx context.Context, callSID, pod, streamSID st
 			return err
 		}
 		if s.State != session.Streaming {
-			return fmt.Errorf("%w: state %s", errMigrateEnded, s.State)
+			return fmt.Errorf("%w: state %s", ErrMigrateEnded, s.State)
 		}
 		if m := s.Migration; m != nil && m.FromStream == streamSID && s.Connect != nil {
 			return nil // a retry: the same generation

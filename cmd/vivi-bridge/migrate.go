@@ -2,6 +2,11 @@ package main
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"net/http"
+
+	"github.com/twilio/twilio-go/client"
 
 	"github.com/vivi/bridge/bridge"
 	"github.com/vivi/bridge/transfer"
@@ -25,8 +30,18 @@ func (m *migrator) CanMigrate() bool { return m.presence == nil || m.presence.pe
 
 func (m *migrator) Migrate(ctx context.Context, req bridge.MigrateRequest) error {
 	doc, err := m.hooks.MigrateConnect(ctx, req.CallSID, req.PodID, req.StreamSID, req.Fence)
+	if errors.Is(err, twiml.ErrMigrateEnded) {
+		return fmt.Errorf("%w: %w", bridge.ErrCannotMigrate, err)
+	}
 	if err != nil {
 		return err
 	}
-	return m.calls.UpdateTwiML(ctx, req.CallSID, doc)
+	err = m.calls.UpdateTwiML(ctx, req.CallSID, doc)
+	// A 4xx is Twilio refusing this update (the call completed, the TwiML
+	// refused): retrying sends the same. 429 and 5xx are retried.
+	var re *client.TwilioRestError
+	if errors.As(err, &re) && re.Status >= 400 && re.Status < 500 && re.Status != http.StatusTooManyRequests {
+		return fmt.Errorf("%w: %w", bridge.ErrCannotMigrate, err)
+	}
+	return err
 }
