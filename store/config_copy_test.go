@@ -106,4 +106,17 @@ func TestRedisMarker(t *testing.T) {
 	if ok, _ := st.CheckMarker(ctx, "pod-b", "v1"); ok {
 		t.Fatal("CheckMarker of another pod = true")
 	}
+	// One group's data lost (on a Cluster, one master failed over to a
+	// replica without it): the marker check says lost.
+	for _, k := range st.k.markers("pod-a", "v1") {
+		if err := st.SetMarker(ctx, "pod-a", "v1"); err != nil {
+			t.Fatal(err)
+		}
+		if err := st.client.Del(ctx, k).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if ok, err := st.CheckMarker(ctx, "pod-a", "v1"); err != nil || ok {
+			t.Fatalf("CheckMarker with %s gone = %v, %v; want false", k, ok, err)
+		}
+	}
 }

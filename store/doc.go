@@ -20,8 +20,9 @@
 //	                                last write (Unix ms)
 //	vivi:{sess}:ended       zset    call SIDs of transferred/ended sessions, same score
 //	vivi:token:<id>         string  a used stream token (SET NX PX)
-//	vivi:marker:<pod>:<v>   string  a process's marker (24 h TTL, refreshed by
-//	                                its checks): gone means Redis lost its data
+//	vivi:{cfg}:marker:<pod>:<v>   string  a process's markers, one in each group
+//	vivi:{sess}:marker:<pod>:<v>          (24 h TTL, refreshed by its checks): either
+//	                                      gone means Redis (or that Cluster master) lost its data
 //	vivi:pods               zset    pods ready for new calls, scored by their last
 //	                                beat (Unix ms); entries older than 1 min removed
 //	vivi:topic:<topic>      -       a pub/sub channel name, not a key
