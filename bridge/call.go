@@ -114,10 +114,13 @@ type call struct {
 	fence      int64            // the fencing token this stream took the call with (lease.go); 0 unknown
 	leaseC     <-chan time.Time // the next lease renewal
 	speaking   bool             // the caller speaks: speech_started without speech_stopped or a commit (call_rotate.go)
-	migr       migration        // the move of this call to another pod (call_migrate.go)
-	migrateCh  chan struct{}    // closed by the server to ask for the move
-	migrateMu  sync.Once
-	migratedIn bool // this stream continues a call migrated from another pod
+	// turnPending: the caller's turn was committed and its automatic
+	// response not created yet; not a quiet moment (call_rotate.go).
+	turnPending bool
+	migr        migration     // the move of this call to another pod (call_migrate.go)
+	migrateCh   chan struct{} // closed by the server to ask for the move
+	migrateMu   sync.Once
+	migratedIn  bool // this stream continues a call migrated from another pod
 }
 
 func newCall(s *Server, ws *websocket.Conn, remote string) *call {

@@ -114,7 +114,10 @@ func (c *call) observeModelEvent(ev *realtime.ServerEvent) {
 		c.speaking = false
 	case realtime.TypeInputCommitted:
 		c.speaking = false
+		c.turnPending = true // server VAD answers it: response.created follows
 		c.rot.carry.reset()
+	case realtime.TypeResponseCreated:
+		c.turnPending = false
 	}
 }
 
@@ -290,7 +293,7 @@ func (c *call) abortRotation(string) {
 // or about to be, and no action is under way. A model rotation switches
 // sessions at one, and so does a migration (call_migrate.go).
 func (c *call) quiet() bool {
-	return !c.respActive && !c.respAsked && !c.respWanted && c.play.idle() && c.ahead.len() == 0 &&
+	return !c.respActive && !c.respAsked && !c.respWanted && !c.turnPending && c.play.idle() && c.ahead.len() == 0 &&
 		!c.speaking && !c.transfer && !c.hangup.pending
 }
 
@@ -315,7 +318,8 @@ func (c *call) onQuietTimeout() {
 func (c *call) switchModel(why string) {
 	old, n := c.model, c.rot.next
 	c.rot.next, c.rot.quietC, c.rot.readyC, c.rot.nextGen = nil, nil, nil, 0
-	wasActive := c.respActive || c.respAsked || c.respWanted
+	wasActive := c.respActive || c.respAsked || c.respWanted || c.turnPending
+	c.turnPending = false
 	if old != nil { // nil: the current session was lost first
 		close(old.quit)
 	}

@@ -258,8 +258,13 @@ func TestModelRotationGap(t *testing.T) {
 	var gaps []time.Duration
 	for i := 1; i <= rotations; i++ {
 		chunk := realtimetest.Pattern(1600)
+		before := call.ReceivedBytes()
 		mc.Speak(fmt.Sprintf("item_r%d", i), chunk, "part")
 		played += len(chunk)
+		// The model speaks only in a response the bridge has seen begin
+		// (its response.create, or the caller's committed turn): wait for
+		// the answer to reach Twilio before the rotation starts.
+		waitFor(t, "the answer at Twilio", func() bool { return call.ReceivedBytes() > before })
 		var rot *fakeTimer
 		timers.added.Wait(t, waitLimit, "rotation timer", func() bool {
 			timers.mu.Lock()
@@ -324,4 +329,38 @@ func TestModelRotationFromPool(t *testing.T) {
 		t.Fatalf("pool hits %v; want 2 (the call, then its next session)", hits)
 	}
 	waitEvent(t, mc2, "input_audio_buffer.append", 10)
+}
+
+// TestModelRotationWaitsForTheAnswerToACommittedTurn: between the caller's
+// committed turn and the response the model creates for it, nothing plays
+// and nothing is active, yet it is no quiet moment: switching then would
+// close the session that holds the caller's question before it answers.
+func TestModelRotationWaitsForTheAnswerToACommittedTurn(t *testing.T) {
+	const life = time.Minute
+	timers := newFakeAfter()
+	h := newHarness(t, harnessOpts{model: realtimetest.Options{ExpiresIn: life}, cfg: faultCfg(timers, nil)})
+	call, mc := h.call(nil)
+	waitEvent(t, mc, "response.create", 1)
+	waitFor(t, "the greeting played", func() bool { return call.PlayedBytes() >= 1600 })
+	mc.SendRaw([]byte(`{"type":"input_audio_buffer.committed","event_id":"ev_c1","previous_item_id":null,"item_id":"item_q1"}`))
+	mc.SendError("invalid_request_error", "marker_after_commit", "marker")
+	h.waitLog(zapcore.WarnLevel, "model error")
+	awaitRotateTimer(t, timers, life).fire()
+	mc2 := h.nextConn()
+	waitEvent(t, mc2, "session.update", 1)
+	timers.await(t, rotateQuietWait, 1)
+	waitEvent(t, mc, "input_audio_buffer.append", len(mc.InputAudio())/160+10) // frames go by
+	if n := h.logs.FilterMessage("model session rotated").Len(); n != 0 {
+		t.Fatal("switched before the committed turn was answered")
+	}
+	before := call.ReceivedBytes()
+	mc.Speak("item_a1", realtimetest.Pattern(800), "Your order is changed.")
+	waitFor(t, "the answer at Twilio", func() bool { return call.ReceivedBytes() >= before+800 })
+	e := h.waitLog(zapcore.InfoLevel, "model session rotated")
+	if why := e.ContextMap()["why"]; why != "quiet" {
+		t.Fatalf("switched because %v", why)
+	}
+	if call.PlayedBytes() < 1600+800 {
+		t.Fatalf("switched with %d bytes played", call.PlayedBytes())
+	}
 }
