@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"time"
 )
 
@@ -122,9 +123,19 @@ const (
 
 // Event is one entry of a session's timeline.
 type Event struct {
+	// Seq numbers the call's events from 1 in the order they were recorded
+	// (Session.Seq is the last one given); with the call SID it is the
+	// event's id in deliveries (EventID). 0 on events of an earlier version.
+	Seq    int64     `json:"seq,omitempty"`
 	At     time.Time `json:"at"`
 	Type   string    `json:"type"`
 	Detail string    `json:"detail,omitempty"`
+}
+
+// EventID is the stable id of the call's event numbered seq: the same
+// event delivered again carries the same id, so receivers drop duplicates.
+func EventID(callSID string, seq int64) string {
+	return "evt_" + callSID + "_" + strconv.FormatInt(seq, 10)
 }
 
 // Turn is one utterance of the transcript.
@@ -196,6 +207,13 @@ type Session struct {
 	// its tail by the limits; TranscriptFolded the transcript's turns.
 	Folded           int `json:"folded,omitempty"`
 	TranscriptFolded int `json:"transcriptFolded,omitempty"`
+	// Seq is the number of the last timeline event recorded (Event.Seq).
+	Seq int64 `json:"seq,omitempty"`
+
+	// Usage is what the call's models consumed and its estimated cost.
+	Usage *Usage `json:"usage,omitempty"`
+	// Analysis is the post-call analysis, once claimed or done.
+	Analysis *Analysis `json:"analysis,omitempty"`
 }
 
 // New returns a session in state Ringing created at now.
@@ -255,7 +273,8 @@ func (s *Session) MarkTransferred(now time.Time) error {
 // oldest event after the first TimelineHead is folded, so the end of a call
 // is always kept.
 func (s *Session) Record(now time.Time, typ, detail string) {
-	s.Timeline = append(s.Timeline, Event{At: now, Type: typ, Detail: truncate(detail, MaxTurnText)})
+	s.Seq++
+	s.Timeline = append(s.Timeline, Event{Seq: s.Seq, At: now, Type: typ, Detail: truncate(detail, MaxTurnText)})
 	if len(s.Timeline) > MaxTimelineEvents {
 		s.Timeline = slices.Delete(s.Timeline, TimelineHead, TimelineHead+1)
 		s.Folded++

@@ -38,6 +38,10 @@ type Options struct {
 	// store then stops waiting for noReplicaPause, so that a master left
 	// without a replica (after a failover) costs one timeout, not one per write.
 	WaitTimeout time.Duration
+	// Outbox, when set, gives the outbox entries of every session write
+	// (CreateSession, UpdateSession); they are appended in the same
+	// transaction. Nil: session writes append nothing.
+	Outbox OutboxFunc
 }
 
 func (o Options) withDefaults() Options {
