@@ -26,6 +26,12 @@ type config struct {
 	OpenAIAPIKey        string
 	RealtimeURL         string
 	RealtimeModel       string
+	OpenAIBaseURL       string        // OPENAI_BASE_URL: HTTP API of the post-call analysis
+	SummaryModel        string        // OPENAI_SUMMARY_MODEL: "" when analysis is off
+	AnalysisTimeout     time.Duration // ANALYSIS_TIMEOUT: one analysis request
+	PricesFile          string        // PRICES_FILE: overrides of the price table
+	EventsRetryHorizon  time.Duration // EVENTS_RETRY_HORIZON: how long an event is retried before it is parked
+	EventsWorkers       int           // EVENTS_WORKERS: deliveries in flight per pod
 	PprofAddr           string
 	SIPDomain           string
 	StreamTokenSecret   string
@@ -78,6 +84,9 @@ func loadConfig(getenv func(string) string, serve bool) (config, error) {
 		OpenAIAPIKey:       env("OPENAI_API_KEY", ""),
 		RealtimeURL:        env("OPENAI_REALTIME_URL", "wss://api.openai.com/v1/realtime"),
 		RealtimeModel:      env("OPENAI_REALTIME_MODEL", "gpt-realtime"),
+		OpenAIBaseURL:      env("OPENAI_BASE_URL", "https://api.openai.com/v1"),
+		SummaryModel:       env("OPENAI_SUMMARY_MODEL", "gpt-4o-mini"),
+		PricesFile:         env("PRICES_FILE", ""),
 		PprofAddr:          env("PPROF_ADDR", ""),
 		SIPDomain:          env("SIP_DOMAIN", "vivi.sip.twilio.com"),
 		StreamTokenSecret:  getenv("STREAM_TOKEN_SECRET"),
@@ -113,6 +122,18 @@ func loadConfig(getenv func(string) string, serve bool) (config, error) {
 	if c.SessionRetention, err = time.ParseDuration(env("SESSION_RETENTION", "168h")); err != nil || c.SessionRetention <= 0 {
 		return c, errConfig("SESSION_RETENTION: want a duration like 168h, got %q", getenv("SESSION_RETENTION"))
 	}
+	if c.SummaryModel == "off" {
+		c.SummaryModel = ""
+	}
+	if c.AnalysisTimeout, err = time.ParseDuration(env("ANALYSIS_TIMEOUT", "30s")); err != nil || c.AnalysisTimeout <= 0 {
+		return c, errConfig("ANALYSIS_TIMEOUT: want a duration like 30s, got %q", getenv("ANALYSIS_TIMEOUT"))
+	}
+	if c.EventsRetryHorizon, err = time.ParseDuration(env("EVENTS_RETRY_HORIZON", "24h")); err != nil || c.EventsRetryHorizon <= 0 {
+		return c, errConfig("EVENTS_RETRY_HORIZON: want a duration like 24h, got %q", getenv("EVENTS_RETRY_HORIZON"))
+	}
+	if c.EventsWorkers, err = strconv.Atoi(env("EVENTS_WORKERS", "8")); err != nil || c.EventsWorkers < 1 || c.EventsWorkers > 256 {
+		return c, errConfig("EVENTS_WORKERS: want an integer from 1 to 256, got %q", getenv("EVENTS_WORKERS"))
+	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
 	default:
@@ -133,6 +154,9 @@ func loadConfig(getenv func(string) string, serve bool) (config, error) {
 		return c, err
 	}
 	if err := checkURL("OPENAI_REALTIME_URL", c.RealtimeURL, "wss", "ws"); err != nil {
+		return c, err
+	}
+	if err := checkURL("OPENAI_BASE_URL", c.OpenAIBaseURL, "https", "http"); err != nil {
 		return c, err
 	}
 	if !serve {
