@@ -55,6 +55,9 @@ type Agent struct {
 	DTMF                 map[string]string `json:"dtmf,omitempty" yaml:"dtmf,omitempty"`
 	FallbackDestination  string            `json:"fallbackDestination,omitempty" yaml:"fallbackDestination,omitempty"`
 	TurnDetection        *TurnDetection    `json:"turnDetection,omitempty" yaml:"turnDetection,omitempty"`
+	// Analysis configures the post-call analysis (nil: on, with no fields
+	// of the agent's own).
+	Analysis *AgentAnalysis `json:"analysis,omitempty" yaml:"analysis,omitempty"`
 }
 
 // DestinationByName returns the agent's transfer destination called name.

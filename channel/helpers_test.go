@@ -45,6 +45,13 @@ func baseAgent() channel.Agent {
 		DTMF:                map[string]string{"0": "Front Desk", "9": "Billing"},
 		FallbackDestination: "Front Desk",
 		TurnDetection:       &channel.TurnDetection{Threshold: 0.5, SilenceMs: 500, PrefixPaddingMs: 300},
+		Analysis: &channel.AgentAnalysis{
+			Instructions: "A call is resolved when the caller got an appointment.",
+			Fields: []channel.AnalysisField{
+				{Name: "department", Description: "the department asked for", Type: "string", Enum: []string{"sales", "support"}},
+				{Name: "callback_requested", Type: "boolean"},
+			},
+		},
 	}
 }
 

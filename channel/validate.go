@@ -166,7 +166,10 @@ func (a *Agent) normalize() *ValidationError {
 			return invalid(CodeInvalidFallback, "fallbackDestination", "%q names no transfer destination", a.FallbackDestination)
 		}
 	}
-	return a.TurnDetection.check()
+	if err := a.TurnDetection.check(); err != nil {
+		return err
+	}
+	return a.Analysis.check()
 }
 
 func (a *Agent) normalizeDestinations() *ValidationError {

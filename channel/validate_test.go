@@ -2,6 +2,7 @@ package channel_test
 
 import (
 	"errors"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -21,35 +22,52 @@ type invalidCase[T any] struct {
 func agentCases() map[string]invalidCase[channel.Agent] {
 	type c = invalidCase[channel.Agent]
 	return map[string]c{
-		"id missing":            {func(a *channel.Agent) { a.ID = "" }, "invalid_id", "id"},
-		"id uppercase":          {func(a *channel.Agent) { a.ID = "Front" }, "invalid_id", "id"},
-		"id leading dash":       {func(a *channel.Agent) { a.ID = "-front" }, "invalid_id", "id"},
-		"id too long":           {func(a *channel.Agent) { a.ID = strings.Repeat("a", 64) }, "invalid_id", "id"},
-		"id with slash":         {func(a *channel.Agent) { a.ID = "a/b" }, "invalid_id", "id"},
-		"name missing":          {func(a *channel.Agent) { a.Name = "  " }, "invalid_name", "name"},
-		"name control char":     {func(a *channel.Agent) { a.Name = "a\x00b" }, "invalid_name", "name"},
-		"name too long":         {func(a *channel.Agent) { a.Name = strings.Repeat("n", 201) }, "invalid_name", "name"},
-		"voice unknown":         {func(a *channel.Agent) { a.Voice = "nova" }, "invalid_voice", "voice"},
-		"model with space":      {func(a *channel.Agent) { a.Model = "gpt realtime" }, "invalid_model", "model"},
-		"destination no name":   {func(a *channel.Agent) { a.TransferDestinations[0].Name = "" }, "invalid_destination", "transferDestinations[0].name"},
-		"destination dup name":  {func(a *channel.Agent) { a.TransferDestinations[1].Name = "front desk" }, "invalid_destination", "transferDestinations[1].name"},
-		"number missing":        {func(a *channel.Agent) { a.TransferDestinations[0].Number = "" }, "invalid_destination", "transferDestinations[0].number"},
-		"number letters":        {func(a *channel.Agent) { a.TransferDestinations[0].Number = "20a1" }, "invalid_destination", "transferDestinations[0].number"},
-		"number URI injection":  {func(a *channel.Agent) { a.TransferDestinations[1].Number = "2001@evil.example;transport=udp" }, "invalid_destination", "transferDestinations[1].number"},
-		"number TwiML":          {func(a *channel.Agent) { a.TransferDestinations[0].Number = "2001</Sip>" }, "invalid_destination", "transferDestinations[0].number"},
-		"number plus sign":      {func(a *channel.Agent) { a.TransferDestinations[0].Number = "+15551234567" }, "invalid_destination", "transferDestinations[0].number"},
-		"number non-ASCII":      {func(a *channel.Agent) { a.TransferDestinations[0].Number = "٢٠٠١" }, "invalid_destination", "transferDestinations[0].number"},
-		"number 21 digits":      {func(a *channel.Agent) { a.TransferDestinations[0].Number = strings.Repeat("1", 21) }, "invalid_destination", "transferDestinations[0].number"},
-		"dtmf key two chars":    {func(a *channel.Agent) { a.DTMF["5x"] = "Billing" }, "invalid_dtmf", "dtmf.5x"},
-		"dtmf key E":            {func(a *channel.Agent) { a.DTMF["E"] = "Billing" }, "invalid_dtmf", "dtmf.E"},
-		"dtmf unknown dest":     {func(a *channel.Agent) { a.DTMF["0"] = "Nobody" }, "invalid_dtmf", "dtmf.0"},
-		"fallback unknown":      {func(a *channel.Agent) { a.FallbackDestination = "Nobody" }, "invalid_fallback", "fallbackDestination"},
-		"threshold above 1":     {func(a *channel.Agent) { a.TurnDetection.Threshold = 1.5 }, "invalid_turn_detection", "turnDetection.threshold"},
-		"threshold negative":    {func(a *channel.Agent) { a.TurnDetection.Threshold = -0.1 }, "invalid_turn_detection", "turnDetection.threshold"},
-		"silence too long":      {func(a *channel.Agent) { a.TurnDetection.SilenceMs = 10001 }, "invalid_turn_detection", "turnDetection.silenceMs"},
-		"prefix padding below":  {func(a *channel.Agent) { a.TurnDetection.PrefixPaddingMs = -1 }, "invalid_turn_detection", "turnDetection.prefixPaddingMs"},
-		"instructions control":  {func(a *channel.Agent) { a.Instructions = "x\x07y" }, "invalid_text", "instructions"},
-		"greeting control char": {func(a *channel.Agent) { a.Greeting = "\x1b[31m" }, "invalid_text", "greeting"},
+		"id missing":                 {func(a *channel.Agent) { a.ID = "" }, "invalid_id", "id"},
+		"id uppercase":               {func(a *channel.Agent) { a.ID = "Front" }, "invalid_id", "id"},
+		"id leading dash":            {func(a *channel.Agent) { a.ID = "-front" }, "invalid_id", "id"},
+		"id too long":                {func(a *channel.Agent) { a.ID = strings.Repeat("a", 64) }, "invalid_id", "id"},
+		"id with slash":              {func(a *channel.Agent) { a.ID = "a/b" }, "invalid_id", "id"},
+		"name missing":               {func(a *channel.Agent) { a.Name = "  " }, "invalid_name", "name"},
+		"name control char":          {func(a *channel.Agent) { a.Name = "a\x00b" }, "invalid_name", "name"},
+		"name too long":              {func(a *channel.Agent) { a.Name = strings.Repeat("n", 201) }, "invalid_name", "name"},
+		"voice unknown":              {func(a *channel.Agent) { a.Voice = "nova" }, "invalid_voice", "voice"},
+		"model with space":           {func(a *channel.Agent) { a.Model = "gpt realtime" }, "invalid_model", "model"},
+		"destination no name":        {func(a *channel.Agent) { a.TransferDestinations[0].Name = "" }, "invalid_destination", "transferDestinations[0].name"},
+		"destination dup name":       {func(a *channel.Agent) { a.TransferDestinations[1].Name = "front desk" }, "invalid_destination", "transferDestinations[1].name"},
+		"number missing":             {func(a *channel.Agent) { a.TransferDestinations[0].Number = "" }, "invalid_destination", "transferDestinations[0].number"},
+		"number letters":             {func(a *channel.Agent) { a.TransferDestinations[0].Number = "20a1" }, "invalid_destination", "transferDestinations[0].number"},
+		"number URI injection":       {func(a *channel.Agent) { a.TransferDestinations[1].Number = "2001@evil.example;transport=udp" }, "invalid_destination", "transferDestinations[1].number"},
+		"number TwiML":               {func(a *channel.Agent) { a.TransferDestinations[0].Number = "2001</Sip>" }, "invalid_destination", "transferDestinations[0].number"},
+		"number plus sign":           {func(a *channel.Agent) { a.TransferDestinations[0].Number = "+15551234567" }, "invalid_destination", "transferDestinations[0].number"},
+		"number non-ASCII":           {func(a *channel.Agent) { a.TransferDestinations[0].Number = "٢٠٠١" }, "invalid_destination", "transferDestinations[0].number"},
+		"number 21 digits":           {func(a *channel.Agent) { a.TransferDestinations[0].Number = strings.Repeat("1", 21) }, "invalid_destination", "transferDestinations[0].number"},
+		"dtmf key two chars":         {func(a *channel.Agent) { a.DTMF["5x"] = "Billing" }, "invalid_dtmf", "dtmf.5x"},
+		"dtmf key E":                 {func(a *channel.Agent) { a.DTMF["E"] = "Billing" }, "invalid_dtmf", "dtmf.E"},
+		"dtmf unknown dest":          {func(a *channel.Agent) { a.DTMF["0"] = "Nobody" }, "invalid_dtmf", "dtmf.0"},
+		"fallback unknown":           {func(a *channel.Agent) { a.FallbackDestination = "Nobody" }, "invalid_fallback", "fallbackDestination"},
+		"threshold above 1":          {func(a *channel.Agent) { a.TurnDetection.Threshold = 1.5 }, "invalid_turn_detection", "turnDetection.threshold"},
+		"threshold negative":         {func(a *channel.Agent) { a.TurnDetection.Threshold = -0.1 }, "invalid_turn_detection", "turnDetection.threshold"},
+		"silence too long":           {func(a *channel.Agent) { a.TurnDetection.SilenceMs = 10001 }, "invalid_turn_detection", "turnDetection.silenceMs"},
+		"prefix padding below":       {func(a *channel.Agent) { a.TurnDetection.PrefixPaddingMs = -1 }, "invalid_turn_detection", "turnDetection.prefixPaddingMs"},
+		"instructions control":       {func(a *channel.Agent) { a.Instructions = "x\x07y" }, "invalid_text", "instructions"},
+		"greeting control char":      {func(a *channel.Agent) { a.Greeting = "\x1b[31m" }, "invalid_text", "greeting"},
+		"analysis instructions long": {func(a *channel.Agent) { a.Analysis.Instructions = strings.Repeat("i", 4001) }, "invalid_analysis", "analysis.instructions"},
+		"analysis too many fields": {func(a *channel.Agent) {
+			a.Analysis.Fields = nil
+			for i := range 21 {
+				a.Analysis.Fields = append(a.Analysis.Fields, channel.AnalysisField{Name: fmt.Sprintf("f%d", i), Type: "string"})
+			}
+		}, "invalid_analysis", "analysis.fields"},
+		"analysis field name digit": {func(a *channel.Agent) { a.Analysis.Fields[1].Name = "1st" }, "invalid_analysis", "analysis.fields[1].name"},
+		"analysis field name long":  {func(a *channel.Agent) { a.Analysis.Fields[0].Name = "a" + strings.Repeat("b", 40) }, "invalid_analysis", "analysis.fields[0].name"},
+		"analysis field name dash":  {func(a *channel.Agent) { a.Analysis.Fields[0].Name = "dept-name" }, "invalid_analysis", "analysis.fields[0].name"},
+		"analysis field name dup":   {func(a *channel.Agent) { a.Analysis.Fields[1].Name = "department" }, "invalid_analysis", "analysis.fields[1].name"},
+		"analysis description long": {func(a *channel.Agent) { a.Analysis.Fields[0].Description = strings.Repeat("d", 301) }, "invalid_analysis", "analysis.fields[0].description"},
+		"analysis type unknown":     {func(a *channel.Agent) { a.Analysis.Fields[1].Type = "date" }, "invalid_analysis", "analysis.fields[1].type"},
+		"analysis enum on boolean":  {func(a *channel.Agent) { a.Analysis.Fields[1].Enum = []string{"yes"} }, "invalid_analysis", "analysis.fields[1].enum"},
+		"analysis enum too many":    {func(a *channel.Agent) { a.Analysis.Fields[0].Enum = strings.Split(strings.Repeat("v,", 20)+"w", ",") }, "invalid_analysis", "analysis.fields[0].enum"},
+		"analysis enum value long":  {func(a *channel.Agent) { a.Analysis.Fields[0].Enum[1] = strings.Repeat("e", 101) }, "invalid_analysis", "analysis.fields[0].enum[1]"},
+		"analysis enum value twice": {func(a *channel.Agent) { a.Analysis.Fields[0].Enum[1] = "sales" }, "invalid_analysis", "analysis.fields[0].enum[1]"},
 	}
 }
 
