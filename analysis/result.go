@@ -113,6 +113,10 @@ func extraValues(raw map[string]json.RawMessage, fields []channel.AnalysisField)
 }
 
 func typed(msg json.RawMessage, fd channel.AnalysisField) (any, bool) {
+	msg = bytes.TrimSpace(msg)
+	if bytes.Equal(msg, []byte("null")) { // Unmarshal would leave the zero value
+		return nil, false
+	}
 	switch fd.Type {
 	case channel.FieldString:
 		var s string
@@ -130,7 +134,6 @@ func typed(msg json.RawMessage, fd channel.AnalysisField) (any, bool) {
 		}
 		return n, true
 	case channel.FieldInteger:
-		msg = bytes.TrimSpace(msg)
 		if len(msg) == 0 || msg[0] == '"' { // a json.Number would take "3"
 			return nil, false
 		}
