@@ -49,6 +49,8 @@ type Server struct {
 	failN    int
 	failCode int
 	refuseN  int
+	finishN  int
+	finish   string
 	result   string
 	hold     chan struct{} // nil when not holding; closed on release
 	arrived  chan struct{} // signalled when a request arrives
@@ -113,6 +115,14 @@ func (s *Server) RefuseNext(n int) {
 	s.refuseN = n
 }
 
+// FinishNext makes the next n answers end with finish_reason reason
+// (content_filter, length) instead of stop, their content unchanged.
+func (s *Server) FinishNext(n int, reason string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.finishN, s.finish = n, reason
+}
+
 // SetResult makes the content of later answers result verbatim ("" goes
 // back to results built from the request's schema).
 func (s *Server) SetResult(result string) {
@@ -166,7 +176,13 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
 		s.refuseN--
 		refuse = true
 	}
+	finish := openai.FinishReasonStop
+	if fail == 0 && !refuse && s.finishN > 0 {
+		s.finishN--
+		finish = openai.FinishReason(s.finish)
+	}
 	result := s.result
+	n := len(s.reqs)
 	s.mu.Unlock()
 	select {
 	case s.arrived <- struct{}{}:
@@ -207,9 +223,9 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
 		model = req.Deployment
 	}
 	resp := openai.ChatCompletionResponse{
-		ID: fmt.Sprintf("chatcmpl-fake-%d", len(s.Requests())), Object: "chat.completion",
+		ID: fmt.Sprintf("chatcmpl-fake-%d", n), Object: "chat.completion",
 		Created: time.Now().Unix(), Model: model,
-		Choices: []openai.ChatCompletionChoice{{Index: 0, Message: msg, FinishReason: openai.FinishReasonStop}},
+		Choices: []openai.ChatCompletionChoice{{Index: 0, Message: msg, FinishReason: finish}},
 		Usage: openai.Usage{
 			PromptTokens: PromptTokens, CompletionTokens: CompletionTokens, TotalTokens: PromptTokens + CompletionTokens,
 			PromptTokensDetails: &openai.PromptTokensDetails{CachedTokens: CachedTokens},
