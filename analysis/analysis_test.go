@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/vivi/bridge/analysis"
 	"github.com/vivi/bridge/analysis/chattest"
@@ -182,13 +183,13 @@ func TestAnalyzeNothingSaid(t *testing.T) {
 		outcome string
 		dest    string
 	}{
-		"caller hung up": {func(s *session.Session) { s.End("caller_hangup", t0.Add(5e9)) }, session.OutcomeAbandoned, ""},
+		"caller hung up": {func(s *session.Session) { s.End("caller_hangup", t0.Add(5 * time.Second)) }, session.OutcomeAbandoned, ""},
 		"dtmf transfer, a tool turn only": {func(s *session.Session) {
 			s.AddToolTurn(t0, session.ToolCall{CallID: "c", Name: "transfer_call"})
 			s.AddTransfer(session.Transfer{Destination: "Front Desk", Via: "dtmf", Status: "in-progress"})
 			s.State = session.Transferred
 		}, session.OutcomeTransferred, "Front Desk"},
-		"model unavailable": {func(s *session.Session) { s.End("model_unavailable", t0.Add(5e9)) }, session.OutcomeModelFailure, ""},
+		"model unavailable": {func(s *session.Session) { s.End("model_unavailable", t0.Add(5 * time.Second)) }, session.OutcomeModelFailure, ""},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -322,7 +323,7 @@ func TestAnalyzeTimeout(t *testing.T) {
 	fake := newFake(t)
 	release := fake.Hold()
 	defer release()
-	a := newAnalyzer(t, analysis.Config{BaseURL: fake.URL, Timeout: 50e6})
+	a := newAnalyzer(t, analysis.Config{BaseURL: fake.URL, Timeout: 50 * time.Millisecond})
 	_, err := a.Analyze(t.Context(), analysis.Input{Session: endedCall()})
 	var e *analysis.Error
 	if !errors.As(err, &e) || !e.Retryable || !strings.Contains(e.Msg, "50ms") {
