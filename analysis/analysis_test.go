@@ -183,13 +183,13 @@ func TestAnalyzeNothingSaid(t *testing.T) {
 		outcome string
 		dest    string
 	}{
-		"caller hung up": {func(s *session.Session) { s.End("caller_hangup", t0.Add(5 * time.Second)) }, session.OutcomeAbandoned, ""},
+		"caller hung up": {func(s *session.Session) { s.End("caller_hangup", t0.Add(5*time.Second)) }, session.OutcomeAbandoned, ""},
 		"dtmf transfer, a tool turn only": {func(s *session.Session) {
 			s.AddToolTurn(t0, session.ToolCall{CallID: "c", Name: "transfer_call"})
 			s.AddTransfer(session.Transfer{Destination: "Front Desk", Via: "dtmf", Status: "in-progress"})
 			s.State = session.Transferred
 		}, session.OutcomeTransferred, "Front Desk"},
-		"model unavailable": {func(s *session.Session) { s.End("model_unavailable", t0.Add(5 * time.Second)) }, session.OutcomeModelFailure, ""},
+		"model unavailable": {func(s *session.Session) { s.End("model_unavailable", t0.Add(5*time.Second)) }, session.OutcomeModelFailure, ""},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
