@@ -77,17 +77,20 @@ func TestUsageSummedFromResponses(t *testing.T) {
 	call, mc := h.call(nil)
 	waitEvent(t, mc, "response.create", 1) // the greeting: fullUsage
 	mc.Respond(realtimetest.Response{Transcript: "Anything else?", Usage: sparseUsage})
-	mc.Respond(realtimetest.Response{Transcript: "Bye.", Usage: json.RawMessage(`null`)})
-	waitFor(t, "the three agent turns", func() bool { return len(h.sessions.get(call.CallSID()).Transcript) == 3 })
-	waitFor(t, "the usage of two responses", func() bool { return h.realtimeUsage(call.CallSID(), model).Responses == 2 })
+	mc.Respond(realtimetest.Response{Transcript: "One moment.", Usage: json.RawMessage(`null`)})
+	// Events of a connection arrive in order: once this one is counted,
+	// the one without usage was read, and not counted.
+	mc.Respond(realtimetest.Response{Transcript: "Bye.", Usage: sparseUsage})
+	waitFor(t, "the four agent turns", func() bool { return len(h.sessions.get(call.CallSID()).Transcript) == 4 })
+	waitFor(t, "the usage of three responses", func() bool { return h.realtimeUsage(call.CallSID(), model).Responses == 3 })
 
 	call.Stop()
 	s := h.waitEnded(call.CallSID())
-	want := session.ModelUsage{Model: model, Use: session.UseRealtime, Responses: 2,
-		InputTextTokens: 450, InputAudioTokens: 600, CachedTextTokens: 300, CachedAudioTokens: 200,
-		OutputTextTokens: 100, OutputAudioTokens: 220, Priced: true}
-	// (450-300)*4 + 300*0.4 + 100*16 + (600-200)*32 + 200*0.4 + 220*64 = 29,280 per 1M tokens.
-	const cost = 0.02928
+	want := session.ModelUsage{Model: model, Use: session.UseRealtime, Responses: 3,
+		InputTextTokens: 500, InputAudioTokens: 600, CachedTextTokens: 300, CachedAudioTokens: 200,
+		OutputTextTokens: 100, OutputAudioTokens: 240, Priced: true}
+	// (500-300)*4 + 300*0.4 + 100*16 + (600-200)*32 + 200*0.4 + 240*64 = 30,760 per 1M tokens.
+	const cost = 0.03076
 	if s.Usage == nil || len(s.Usage.Models) != 1 {
 		t.Fatalf("usage %+v", s.Usage)
 	}
@@ -107,8 +110,8 @@ func TestUsageSummedFromResponses(t *testing.T) {
 	}
 
 	for kind, n := range map[string]float64{
-		usage.KindInputText: 150, usage.KindCachedText: 300, usage.KindOutputText: 100,
-		usage.KindInputAudio: 400, usage.KindCachedAudio: 200, usage.KindOutputAudio: 220,
+		usage.KindInputText: 200, usage.KindCachedText: 300, usage.KindOutputText: 100,
+		usage.KindInputAudio: 400, usage.KindCachedAudio: 200, usage.KindOutputAudio: 240,
 	} {
 		if v := h.metricValue("vivi_model_tokens_total", map[string]string{"model": model, "use": "realtime", "kind": kind}); v != n {
 			t.Errorf("vivi_model_tokens_total{kind=%q} = %v, want %v", kind, v, n)
