@@ -48,7 +48,7 @@ FUZZ_TARGETS := \
 	./bridge:FuzzTwilioToModel ./bridge:FuzzModelToTwilio ./bridge:FuzzSplitDelta ./bridge:FuzzCallerNumber \
 	./bridge/realtime:FuzzParseEvent ./bridge/internal/jsonscan:FuzzScanner ./bridge/internal/wsframe:FuzzReader \
 	./channel:FuzzParseConfig ./channel:FuzzEventsTarget ./session:FuzzTokenVerify \
-	./cmd/vivi-bridge:FuzzPodCommand ./internal/redact:FuzzText ./analysis:FuzzParseResult
+	./cmd/vivi-bridge:FuzzPodCommand ./internal/redact:FuzzText ./analysis:FuzzParseResult ./usage:FuzzParsePrices
 fuzz: ## a short run of every fuzz target (FUZZTIME=20s each)
 	@set -e; for t in $(FUZZ_TARGETS); do \
 	  pkg=$${t%%:*}; name=$${t##*:}; \

@@ -121,6 +121,10 @@ type call struct {
 	migrateCh   chan struct{} // closed by the server to ask for the move
 	migrateMu   sync.Once
 	migratedIn  bool // this stream continues a call migrated from another pod
+	// usage is this stream's running usage total, by model and use, and
+	// unpriced the models the price table lacks (logged once) (usage.go).
+	usage    []session.ModelUsage
+	unpriced []string
 }
 
 func newCall(s *Server, ws *websocket.Conn, remote string) *call {

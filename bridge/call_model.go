@@ -29,6 +29,10 @@ type modelConn struct {
 	// born and expires (session.created's expires_at, zero when not
 	// known) time the session for its rotation; owned by the loop.
 	born, expires time.Time
+	// model is the connection's model, which its usage is counted under:
+	// session.created's model when it names one (often a dated snapshot),
+	// else the model dialled; owned by the loop.
+	model string
 }
 
 // modelMsg is what a model reader hands the loop: audio ready for Twilio,
@@ -66,6 +70,7 @@ func (c *call) dialModel() {
 			c.onDialed(gen, pc.conn, pc.first, nil)
 			if c.model != nil {
 				c.model.born, c.model.expires = pc.born, pc.expires
+				c.model.setModel(pc.model)
 			}
 			return
 		}
@@ -100,7 +105,7 @@ func (c *call) onDialed(gen int, conn *realtime.Conn, first chan pooledRead, err
 		return
 	}
 	mc := &modelConn{gen: gen, conn: conn, first: first, out: make(chan outFrame, modelOutQueue), quit: make(chan struct{}),
-		born: c.now()}
+		born: c.now(), model: c.modelName()}
 	c.model = mc
 	c.wg.Add(2)
 	go c.readModel(mc)
@@ -416,6 +421,7 @@ func (c *call) onModelEvent(ev *realtime.ServerEvent) {
 	case realtime.TypeResponseCreated:
 		c.onResponseCreated()
 	case realtime.TypeResponseDone:
+		c.onResponseUsage(c.model, ev.Response)
 		c.onResponseOutput(ev.Response)
 		c.onResponseDone()
 	case realtime.TypeFunctionCallArgumentsDone:

@@ -108,6 +108,9 @@ func (c *call) observeModelEvent(ev *realtime.ServerEvent) {
 		if ev.Session != nil && ev.Session.ExpiresAt > 0 && c.model != nil {
 			c.model.expires = time.Unix(ev.Session.ExpiresAt, 0)
 		}
+		if ev.Session != nil && c.model != nil {
+			c.model.setModel(ev.Session.Model)
+		}
 	case realtime.TypeSpeechStarted:
 		c.speaking = true
 	case realtime.TypeSpeechStopped:
@@ -163,7 +166,7 @@ func (c *call) onRotateTimer() {
 	model := c.modelName()
 	if model == c.cfg.RealtimeModel {
 		if pc := c.srv.models.take(); pc != nil {
-			c.onNextDialed(gen, pc.conn, pc.first, pc.expires, nil)
+			c.onNextDialed(gen, pc.conn, pc.first, pc.expires, pc.model, nil)
 			return
 		}
 	}
@@ -176,7 +179,7 @@ func (c *call) onRotateTimer() {
 		defer cancel()
 		conn, err := c.srv.dialModel(ctx, model)
 		select {
-		case c.results <- func() { c.onNextDialed(gen, conn, nil, time.Time{}, err) }:
+		case c.results <- func() { c.onNextDialed(gen, conn, nil, time.Time{}, "", err) }:
 		case <-c.done:
 			if conn != nil {
 				_ = conn.Close()
@@ -186,7 +189,8 @@ func (c *call) onRotateTimer() {
 }
 
 // onNextDialed starts the next session's reader and writer and configures it.
-func (c *call) onNextDialed(gen int, conn *realtime.Conn, first chan pooledRead, expires time.Time, err error) {
+// model is session.created's model of a pooled connection, "" if none.
+func (c *call) onNextDialed(gen int, conn *realtime.Conn, first chan pooledRead, expires time.Time, model string, err error) {
 	if gen != c.rot.nextGen || c.rot.next != nil || c.endReason != "" || c.model == nil {
 		if conn != nil {
 			_ = conn.Close()
@@ -199,7 +203,8 @@ func (c *call) onNextDialed(gen int, conn *realtime.Conn, first chan pooledRead,
 		return
 	}
 	mc := &modelConn{gen: gen, conn: conn, first: first, out: make(chan outFrame, modelOutQueue),
-		quit: make(chan struct{}), born: c.now(), expires: expires}
+		quit: make(chan struct{}), born: c.now(), expires: expires, model: c.modelName()}
+	mc.setModel(model)
 	c.rot.next = mc
 	if c.rot.readyC == nil {
 		c.rot.readyC = c.cfg.After(c.cfg.ModelReadyTimeout)
@@ -224,6 +229,11 @@ func (c *call) onNextModel(m modelMsg) {
 			if s := m.ev.Session; s != nil && s.ExpiresAt > 0 {
 				n.expires = time.Unix(s.ExpiresAt, 0)
 			}
+			if s := m.ev.Session; s != nil {
+				n.setModel(s.Model)
+			}
+		case realtime.TypeResponseDone:
+			c.onResponseUsage(n, m.ev.Response) // nothing asks it for one before the switch; counted all the same
 		case realtime.TypeSessionUpdated:
 			if n.ready {
 				return

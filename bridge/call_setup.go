@@ -241,6 +241,7 @@ func (c *call) accept(r setupResult) {
 	c.writer.creator, _ = c.srv.deps.Sessions.(sessionCreator)
 	c.writer.seed = c.seedSession(sess)
 	c.writer.metrics = c.srv.wmetrics
+	c.writer.prices = c.cfg.Prices
 	fence := &ownerFence{v: r.fence} // the writer's from here on
 	c.writer.guard = fence.guard
 	if r.started {

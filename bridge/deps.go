@@ -19,7 +19,7 @@
 // runs on the loop: caller audio that arrives meanwhile is held (bounded)
 // and sent, in order, once the model has accepted the session configuration.
 //
-// The package imports only session and outside libraries; the small
+// The package imports only session, usage and outside libraries; the small
 // interfaces below are implemented elsewhere (store, channel, twiml,
 // transfer) and wired together by cmd.
 package bridge

@@ -24,6 +24,7 @@ import (
 	"github.com/vivi/bridge/internal/testwait"
 	"github.com/vivi/bridge/session"
 	"github.com/vivi/bridge/twiliotest"
+	"github.com/vivi/bridge/usage"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -251,7 +252,7 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 			return agent, nil
 		}),
 		Transfers: o.transfers, Migrator: o.migrator,
-		Logger: zap.New(core), Registerer: h.reg,
+		Logger: zap.New(core), Registerer: h.reg, Usage: usage.NewTokens(h.reg),
 	}
 	if o.agents != nil {
 		deps.Agents = o.agents

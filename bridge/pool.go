@@ -52,8 +52,10 @@ type modelPool struct {
 type pooledConn struct {
 	conn *realtime.Conn
 	born time.Time
-	// expires is session.created's expires_at, zero when not given.
+	// expires is session.created's expires_at, zero when not given;
+	// model is its model, "" when not given.
 	expires time.Time
+	model   string
 	state   int             // pooledIdle, pooledTaken, pooledDiscarded
 	first   chan pooledRead // cap 1: the watcher's read handed to the taker
 }
@@ -246,12 +248,16 @@ func (p *modelPool) fill() error {
 	p.mu.Unlock()
 	msg, err := conn.Read(nil)
 	var expires time.Time
+	var model string
 	if err == nil {
 		var ev *realtime.ServerEvent
 		if ev, err = realtime.ParseEvent(msg); err == nil && ev.Type != realtime.TypeSessionCreated {
 			err = fmt.Errorf("first model event is %q, not session.created", clip(ev.Type, 60))
-		} else if err == nil && ev.Session != nil && ev.Session.ExpiresAt > 0 {
-			expires = time.Unix(ev.Session.ExpiresAt, 0)
+		} else if err == nil && ev.Session != nil {
+			if ev.Session.ExpiresAt > 0 {
+				expires = time.Unix(ev.Session.ExpiresAt, 0)
+			}
+			model = ev.Session.Model
 		}
 	}
 	p.mu.Lock()
@@ -264,7 +270,7 @@ func (p *modelPool) fill() error {
 		_ = conn.Close()
 		return err
 	}
-	pc := &pooledConn{conn: conn, born: p.now(), expires: expires, first: make(chan pooledRead, 1)}
+	pc := &pooledConn{conn: conn, born: p.now(), expires: expires, model: model, first: make(chan pooledRead, 1)}
 	p.idle = append(p.idle, pc)
 	p.m.poolSize.Set(float64(len(p.idle)))
 	p.wg.Add(1)

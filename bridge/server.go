@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/vivi/bridge/bridge/realtime"
+	"github.com/vivi/bridge/usage"
 )
 
 // StreamPath is where Twilio opens Media Streams.
@@ -111,6 +112,10 @@ type Config struct {
 	// 40 s, and never more than 2 PingIntervals (nothing pings a pooled
 	// connection, and its read deadline is 3 intervals).
 	ModelPoolMaxAge time.Duration
+
+	// Prices prices the calls' model usage (session.Usage); nil means
+	// usage.Default().
+	Prices usage.Prices
 }
 
 func (c Config) withDefaults() Config {
@@ -159,6 +164,9 @@ func (c Config) withDefaults() Config {
 	def(&c.ModelPoolMaxAge, 40*time.Second)
 	c.ModelPoolMaxAge = min(c.ModelPoolMaxAge, 2*c.PingInterval)
 	c.ModelPoolSize = max(c.ModelPoolSize, 0)
+	if c.Prices == nil {
+		c.Prices = usage.Default()
+	}
 	return c
 }
 
@@ -175,7 +183,10 @@ type Deps struct {
 	Transfers Transferer
 	// Migrator moves live calls to another pod when the server drains;
 	// nil: a draining server lets its calls run until Shutdown's deadline.
-	Migrator   Migrator
+	Migrator Migrator
+	// Usage counts the tokens and estimated cost of the calls' models
+	// (vivi_model_tokens_total, vivi_model_cost_usd_total); nil: not counted.
+	Usage      *usage.Tokens
 	Logger     *zap.Logger           // nil: no logs
 	Registerer prometheus.Registerer // nil: metrics are kept but not exported
 }

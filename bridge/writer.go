@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/vivi/bridge/session"
+	"github.com/vivi/bridge/usage"
 )
 
 // bufPool recycles the byte buffers of relayed frames, so that the audio
@@ -84,6 +85,7 @@ type sessionWriter struct {
 	creator sessionCreator          // nil: a missing record is not re-created
 	seed    func() *session.Session // the record to create when none was written yet
 	metrics *writerMetrics          // nil: not counted
+	prices  usage.Prices            // prices the record's usage when a batch changes it
 	last    *session.Session        // the record after the last write; owned by run
 
 	mu      sync.Mutex
@@ -315,6 +317,7 @@ func (w *sessionWriter) apply(batch []pendingSeg) error {
 			}
 		}
 		applyBatch(s, batch)
+		w.priceBatch(s, batch)
 		return nil
 	})
 	if err == nil && out != nil {
@@ -356,6 +359,7 @@ func (w *sessionWriter) recreate(batch []pendingSeg) error {
 		base = w.seed()
 	}
 	applyBatch(base, batch)
+	w.priceBatch(base, batch)
 	ctx, cancel := context.WithTimeout(w.ctx, w.timeout)
 	defer cancel()
 	if err := w.creator.CreateSession(ctx, base); err != nil {
@@ -414,7 +418,8 @@ func newWriterMetrics(reg prometheus.Registerer) (*writerMetrics, error) {
 	return m, nil
 }
 
-// applyAdds appends the events and turns of the scratch record adds to s.
+// applyAdds appends the events and turns of the scratch record adds to s,
+// and puts its usage totals (putUsage; putting a total again adds nothing).
 // It does not change adds: a store may call its update func more than once.
 //
 // A batch applied again after a write whose outcome was unknown (the
@@ -442,6 +447,7 @@ func applyAdds(s, adds *session.Session) {
 		s.PutTurn(t)
 	}
 	s.TranscriptFolded += adds.TranscriptFolded
+	putUsage(s, adds)
 }
 
 // seedSession returns what the writer creates when the store has no record

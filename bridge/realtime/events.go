@@ -235,11 +235,13 @@ type ServerItem struct {
 }
 
 // ServerResponse is the response of response.created and response.done;
-// Output is read for its function_call items.
+// Output is read for its function_call items. Usage is response.done's
+// token usage, nil when absent (see Usage for how it is read).
 type ServerResponse struct {
 	ID     string       `json:"id"`
 	Status string       `json:"status"`
 	Output []ServerItem `json:"output,omitempty"`
+	Usage  *Usage       `json:"usage,omitempty"`
 }
 
 // SessionInfo is the part of session.created/updated the bridge reads.

@@ -20,6 +20,7 @@ import (
 	"github.com/vivi/bridge/store"
 	"github.com/vivi/bridge/transfer"
 	"github.com/vivi/bridge/twiml"
+	"github.com/vivi/bridge/usage"
 )
 
 // streamTokenTTL is how long Twilio has to open the stream after the
@@ -36,6 +37,11 @@ type app struct {
 	prov     *channel.Provisioner
 	log      *zap.Logger
 	registry *prometheus.Registry
+	// prices is the price table of the calls' model usage: the defaults
+	// with PRICES_FILE merged over them.
+	prices usage.Prices
+	// tokens counts the models' tokens and cost (on registry).
+	tokens *usage.Tokens
 }
 
 // appDeps are the outside parts: the store and how the REST API and the
@@ -55,6 +61,10 @@ type appDeps struct {
 // newApp wires the components of DESIGN.md section 3. base is the parent of
 // every call's context: cancelling it ends the calls (after draining).
 func newApp(base context.Context, c config, log *zap.Logger, d appDeps) (*app, error) {
+	prices, err := loadPrices(c.PricesFile)
+	if err != nil {
+		return nil, err
+	}
 	sink := channel.NewEventSink(channel.EventSinkConfig{Channels: d.store, Logger: log.Named("events"),
 		AllowPrivate: c.EventsAllowPrivate})
 	callsEnded := newCallsEnded()
@@ -81,6 +91,7 @@ func newApp(base context.Context, c config, log *zap.Logger, d appDeps) (*app, e
 	if err != nil {
 		return nil, errConfig("PUBLIC_URL: %v", err)
 	}
+	modelTokens := usage.NewTokens(reg)
 	rest, err := transfer.NewTwilio(transfer.TwilioConfig{
 		AccountSID: c.TwilioAccountSID, AuthToken: c.TwilioAuthToken, BaseURL: c.TwilioAPIBaseURL,
 	})
@@ -126,6 +137,7 @@ func newApp(base context.Context, c config, log *zap.Logger, d appDeps) (*app, e
 		APIKey:        c.OpenAIAPIKey,
 		BaseContext:   base,
 		ModelPoolSize: c.ModelPoolSize,
+		Prices:        prices,
 	}, bridge.Deps{
 		Sessions:   st,
 		Tokens:     tokens,
@@ -137,6 +149,7 @@ func newApp(base context.Context, c config, log *zap.Logger, d appDeps) (*app, e
 		Migrator:   mig,
 		Logger:     log,
 		Registerer: reg,
+		Usage:      modelTokens,
 	})
 	if err != nil {
 		return nil, err
@@ -187,7 +200,8 @@ func newApp(base context.Context, c config, log *zap.Logger, d appDeps) (*app, e
 	h.register(mux)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 
-	return &app{handler: mux, watch: watch, presence: mig.presence, bridge: br, health: h, prov: prov, log: log, registry: reg}, nil
+	return &app{handler: mux, watch: watch, presence: mig.presence, bridge: br, health: h, prov: prov, log: log, registry: reg,
+		prices: prices, tokens: modelTokens}, nil
 }
 
 // startedClaims tells the answered-call count that a stream started on this
@@ -238,4 +252,17 @@ func newACLSync(c config, st storeAPI, log *zap.Logger) (*channel.ACLSync, error
 	return channel.NewACLSync(channel.ACLSyncConfig{
 		API: rc.Api, DomainSID: c.TwilioSIPDomainSID, Channels: st, Logger: log.Named("acl"),
 	})
+}
+
+// loadPrices returns the price table of the calls' model usage: the
+// defaults, with the prices file (PRICES_FILE) merged over them when set.
+func loadPrices(path string) (usage.Prices, error) {
+	if path == "" {
+		return usage.Default(), nil
+	}
+	p, err := usage.LoadFile(path)
+	if err != nil {
+		return nil, errConfig("PRICES_FILE: %v", err)
+	}
+	return p, nil
 }

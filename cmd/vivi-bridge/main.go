@@ -44,14 +44,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case "apply":
 		return apply(ctx, args, getenv, stdout, stderr)
 	case "help", "-h", "--help":
-		fmt.Fprint(stdout, usage)
+		fmt.Fprint(stdout, usageText)
 		return nil
 	default:
 		return errConfig("unknown command %q (want serve, demo or apply)", cmd)
 	}
 }
 
-const usage = `usage:
+const usageText = `usage:
   vivi-bridge [serve]            run the server (environment: see README)
   vivi-bridge demo               run one simulated call on this machine and print its timeline
   vivi-bridge apply -f FILE      create or update agents and channels from a YAML file

@@ -107,7 +107,11 @@ func newConn(s *Server, ws *websocket.Conn, model string, h http.Header, beta bo
 		counts:     map[string]int{},
 		items:      map[string]*item{},
 	}
-	c.session = defaultSession(s.newID("sess"), model, time.Now(), s.opts.ExpiresIn)
+	sessModel := model
+	if s.opts.SessionModel != "" {
+		sessModel = s.opts.SessionModel
+	}
+	c.session = defaultSession(s.newID("sess"), sessModel, time.Now(), s.opts.ExpiresIn)
 	c.convID = s.newID("conv")
 	ws.SetReadLimit(readLimit)
 	return c

@@ -2,6 +2,7 @@ package realtimetest
 
 import (
 	"encoding/base64"
+	"encoding/json"
 	"time"
 )
 
@@ -15,6 +16,9 @@ type Response struct {
 	Audio        []byte // μ-law, sent as response.output_audio.delta chunks
 	Transcript   string // the output audio transcript
 	FunctionCall *FunctionCall
+	// Usage is the usage object of this response's response.done, sent as
+	// is (any JSON: absent fields, odd types); nil takes Options.Usage.
+	Usage json.RawMessage
 }
 
 // FunctionCall is a tool call made by the fake agent. An empty CallID is
@@ -50,6 +54,11 @@ type queued struct {
 func (c *Conn) Speak(itemID string, audio []byte, transcript string) {
 	c.start(Response{Audio: audio, Transcript: transcript}, itemID, false)
 }
+
+// Respond starts the scripted response r (audio, transcript, function
+// call, usage), like Speak and CallFunction; an empty FunctionCall.CallID
+// is generated. When a response is active, it starts after that one ends.
+func (c *Conn) Respond(r Response) { c.start(r, "", false) }
 
 // CallFunction starts a response whose only output is a function_call item:
 // response.created, response.output_item.added,
@@ -325,7 +334,13 @@ func messageItem(id, status string, content []any) map[string]any {
 // responseLocked is the GA realtime.response object of r.
 func (c *Conn) responseLocked(r *response, status string, details any, output []any) map[string]any {
 	var usage any
-	if status != "in_progress" {
+	switch {
+	case status == "in_progress":
+	case r.spec.Usage != nil:
+		usage = r.spec.Usage
+	case c.opts.Usage != nil:
+		usage = c.opts.Usage
+	default:
 		audioTokens := r.sent / (50 * bytesPerMs) // about one token per 50 ms of audio
 		usage = map[string]any{
 			"total_tokens": audioTokens, "input_tokens": 0, "output_tokens": audioTokens,

@@ -97,6 +97,14 @@ type Options struct {
 	// their audio (Events and InputAudio omit them; WaitEvent still counts
 	// them), so that long load tests do not grow without bound.
 	DiscardAudio bool
+	// SessionModel is the model session.created names; default the model
+	// dialled (the real service may name the dated snapshot of an alias).
+	SessionModel string
+	// Usage is the usage object of every response.done (cancelled ones
+	// included), sent as is, unless the Response has its own (Response.Usage);
+	// nil sends the fake's estimate: output audio tokens at one per 50 ms
+	// of audio sent, nothing else.
+	Usage json.RawMessage
 	// Logger receives connection-level logs (never audio or keys); default no-op.
 	Logger *zap.Logger
 
