@@ -16,6 +16,7 @@ import (
 
 	"github.com/vivi/bridge/bridge"
 	"github.com/vivi/bridge/channel"
+	"github.com/vivi/bridge/delivery"
 	"github.com/vivi/bridge/session"
 	"github.com/vivi/bridge/store"
 	"github.com/vivi/bridge/transfer"
@@ -36,6 +37,8 @@ type app struct {
 	prov     *channel.Provisioner
 	log      *zap.Logger
 	registry *prometheus.Registry
+	// deliverer consumes the outbox (nil: the store keeps none).
+	deliverer *delivery.Deliverer
 }
 
 // appDeps are the outside parts: the store and how the REST API and the
@@ -55,10 +58,8 @@ type appDeps struct {
 // newApp wires the components of DESIGN.md section 3. base is the parent of
 // every call's context: cancelling it ends the calls (after draining).
 func newApp(base context.Context, c config, log *zap.Logger, d appDeps) (*app, error) {
-	sink := channel.NewEventSink(channel.EventSinkConfig{Channels: d.store, Logger: log.Named("events"),
-		AllowPrivate: c.EventsAllowPrivate})
 	callsEnded := newCallsEnded()
-	st := storeAPI(eventingStore{d.store, sink, callsEnded})
+	st := storeAPI(eventingStore{d.store, callsEnded})
 	podID := c.PodID
 	if podID == "" {
 		podID, _ = os.Hostname()
@@ -164,7 +165,12 @@ func newApp(base context.Context, c config, log *zap.Logger, d appDeps) (*app, e
 	if err := listenCommands(base, st, podID, br, log.Named("commands")); err != nil {
 		return nil, err
 	}
-	go sink.Run(base) // posts call events to the channels' eventsUrl; ends with base
+	var deliverer *delivery.Deliverer
+	if ob, ok := d.store.(store.Outbox); ok {
+		ps, _ := d.store.(podPresence)
+		deliverer = newDeliverer(c, ob, cfg, ps, podID, log.Named("events"), reg)
+		go deliverer.Run(base) // posts call events and runs post-call jobs; drained by stopDeliveries
+	}
 	if acl != nil {
 		go acl.Run(base) // retries failed syncs, reconciles every few minutes; ends with base
 	}
@@ -187,7 +193,8 @@ func newApp(base context.Context, c config, log *zap.Logger, d appDeps) (*app, e
 	h.register(mux)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 
-	return &app{handler: mux, watch: watch, presence: mig.presence, bridge: br, health: h, prov: prov, log: log, registry: reg}, nil
+	return &app{handler: mux, watch: watch, presence: mig.presence, bridge: br, health: h, prov: prov, log: log, registry: reg,
+		deliverer: deliverer}, nil
 }
 
 // startedClaims tells the answered-call count that a stream started on this
