@@ -89,8 +89,9 @@ func (d *Deliverer) postEvent(ctx context.Context, it *item, log *zap.Logger) ti
 	if ch.EventsURL == "" {
 		return d.ack(ctx, it, log) // events not wanted: nothing to record
 	}
-	if err := channel.CheckEventsTarget(ch.EventsURL, d.cfg.AllowPrivate); err != nil {
-		return d.refused(ctx, it, "target refused: "+err.Error(), log)
+	if channel.CheckEventsTarget(ch.EventsURL, d.cfg.AllowPrivate) != nil {
+		// The reason names no URL: it is logged and listed.
+		return d.refused(ctx, it, "target refused: not https, or an internal host", log)
 	}
 	status, retryAfter, err := d.post(ctx, ch, e)
 	if ctx.Err() != nil {
