@@ -161,7 +161,12 @@ func newApp(base context.Context, c config, log *zap.Logger, d appDeps) (*app, e
 	br.Register(mux)
 	admin := channel.NewAPI(channel.APIConfig{AdminToken: c.AdminToken, Logger: log.Named("admin")}, prov)
 	admin.Register(mux)
-	admin.RegisterCalls(mux, st, cmds)
+	if ob, ok := d.store.(store.Outbox); ok {
+		admin.RegisterCalls(mux, callsWithDeliveries{st, outboxAPI{ob}}, cmds)
+		admin.RegisterParked(mux, outboxAPI{ob})
+	} else {
+		admin.RegisterCalls(mux, st, cmds)
+	}
 	if err := listenCommands(base, st, podID, br, log.Named("commands")); err != nil {
 		return nil, err
 	}

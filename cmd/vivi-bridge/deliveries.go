@@ -2,11 +2,15 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"github.com/vivi/bridge/channel"
 	"github.com/vivi/bridge/delivery"
 	"github.com/vivi/bridge/store"
 )
@@ -47,4 +51,46 @@ func (a *app) stopDeliveries() {
 	if err := a.deliverer.Stop(ctx); err != nil {
 		a.log.Warn("deliveries did not drain in time", zap.Error(err))
 	}
+}
+
+// outboxAPI adapts the store's outbox to the admin API.
+type outboxAPI struct{ ob store.Outbox }
+
+// callsWithDeliveries is the calls store of the admin API with the
+// delivery states of each call's events.
+type callsWithDeliveries struct {
+	storeAPI
+	outboxAPI
+}
+
+// CallDeliveries returns the delivery states of a call's events.
+func (a outboxAPI) CallDeliveries(ctx context.Context, callSID string) (any, error) {
+	return a.ob.Deliveries(ctx, callSID)
+}
+
+// ParkedEvents lists parked entries, newest first.
+func (a outboxAPI) ParkedEvents(ctx context.Context, limit int) ([]channel.ParkedEvent, error) {
+	ps, err := a.ob.Parked(ctx, limit)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]channel.ParkedEvent, 0, len(ps))
+	for _, p := range ps {
+		pe := channel.ParkedEvent{ID: p.ID, EventID: p.Entry.EventID, CallSID: p.Entry.CallSID, Kind: p.Entry.Kind,
+			Type: p.Entry.Type, Reason: p.Reason, ParkedAt: p.ParkedAt}
+		if json.Valid(p.Entry.Body) {
+			pe.Body = p.Entry.Body
+		}
+		out = append(out, pe)
+	}
+	return out, nil
+}
+
+// RedeliverParked appends a parked entry to the outbox again.
+func (a outboxAPI) RedeliverParked(ctx context.Context, id string) error {
+	_, err := a.ob.RedeliverParked(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("%w: %w", channel.ErrNotFound, err)
+	}
+	return err
 }

@@ -93,7 +93,6 @@ func TestCallEventsPostedToChannelEventsURL(t *testing.T) {
 	}
 	posted.Wait(t, 10*time.Second, "the call's answered, stream_started and ended events", func() bool { return missing() == "" })
 	mu.Lock()
-	defer mu.Unlock()
 	var ids []string
 	for _, m := range events {
 		if _, err := time.Parse(time.RFC3339Nano, m["at"].(string)); err != nil {
@@ -103,9 +102,32 @@ func TestCallEventsPostedToChannelEventsURL(t *testing.T) {
 			ids = append(ids, m["id"].(string))
 		}
 	}
+	mu.Unlock()
 	for i := range ids {
 		if want := session.EventID(call.CallSID(), int64(i+1)); ids[i] != want {
 			t.Fatalf("event ids %v: #%d is not %s (each event once, in order)", ids, i, want)
 		}
+	}
+
+	// The admin API shows each event's delivery state with the call; the
+	// call's analyze job, with no analyzer on the pod, is parked.
+	var got struct {
+		Deliveries []struct{ ID, State string } `json:"deliveries"`
+	}
+	testwait.Until(t, 10*time.Second, "the delivery states", func() bool {
+		status, body := adminDo(t, "GET", pod.url+"/v1/calls/"+call.CallSID(), ``)
+		if status != http.StatusOK || json.Unmarshal([]byte(body), &got) != nil || len(got.Deliveries) < len(ids) {
+			return false
+		}
+		for _, d := range got.Deliveries {
+			if d.State != "delivered" {
+				return false
+			}
+		}
+		return true
+	})
+	status, body := adminDo(t, "GET", pod.url+"/v1/events/parked", ``)
+	if status != http.StatusOK || !strings.Contains(body, `"eventId":"job_`+call.CallSID()+`_analyze"`) {
+		t.Fatalf("parked: %d %s", status, body)
 	}
 }
