@@ -105,28 +105,3 @@ func resolverAt(addr string) *net.Resolver {
 		},
 	}
 }
-
-// startSilentDNS returns the address of a UDP socket that reads queries
-// and never answers.
-func startSilentDNS(t *testing.T) string {
-	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("listen: %v", err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		buf := make([]byte, 1500)
-		for {
-			if _, _, err := pc.ReadFrom(buf); err != nil {
-				return
-			}
-		}
-	}()
-	t.Cleanup(func() {
-		pc.Close()
-		<-done
-	})
-	return pc.LocalAddr().String()
-}
