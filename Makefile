@@ -47,7 +47,7 @@ FUZZ_TARGETS := \
 	./twiml:FuzzParseExtension ./twiml:FuzzVoiceForm ./twiml:FuzzReferStatus \
 	./bridge:FuzzTwilioToModel ./bridge:FuzzModelToTwilio ./bridge:FuzzSplitDelta ./bridge:FuzzCallerNumber \
 	./bridge/realtime:FuzzParseEvent ./bridge/internal/jsonscan:FuzzScanner ./bridge/internal/wsframe:FuzzReader \
-	./channel:FuzzParseConfig ./channel:FuzzEventsTarget ./session:FuzzTokenVerify \
+	./channel:FuzzParseConfig ./channel:FuzzEventsTarget ./delivery:FuzzRetryAfter ./session:FuzzTokenVerify \
 	./cmd/vivi-bridge:FuzzPodCommand ./internal/redact:FuzzText ./analysis:FuzzParseResult ./usage:FuzzParsePrices
 fuzz: ## a short run of every fuzz target (FUZZTIME=20s each)
 	@set -e; for t in $(FUZZ_TARGETS); do \

@@ -46,7 +46,8 @@ const (
 )
 
 // RegisterCalls adds the call endpoints to mux, behind Authorize:
-// GET /v1/calls?state=active|ended&limit=N, GET /v1/calls/{callSid},
+// GET /v1/calls?state=active|ended&limit=N, GET /v1/calls/{callSid} (with
+// "deliveries" when calls implements CallDeliveries),
 // POST /v1/calls/{callSid}/transfer {"destination": name} and
 // POST /v1/calls/{callSid}/hangup. Both answer 202 only once the owning pod
 // acknowledged the command (its outcome then lands on the session); a
@@ -104,7 +105,20 @@ func (c *callsAPI) get(w http.ResponseWriter, r *http.Request) {
 		c.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, s)
+	cd, ok := c.calls.(CallDeliveries)
+	if !ok {
+		writeJSON(w, http.StatusOK, s)
+		return
+	}
+	ds, err := cd.CallDeliveries(r.Context(), s.CallSID)
+	if err != nil {
+		c.api.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, struct {
+		*session.Session
+		Deliveries any `json:"deliveries"`
+	}{s, ds})
 }
 
 func (c *callsAPI) transfer(w http.ResponseWriter, r *http.Request) {

@@ -3,18 +3,11 @@ package channel_test
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
-	"time"
-
-	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
 
 	"github.com/vivi/bridge/channel"
-	"github.com/vivi/bridge/session"
 	"github.com/vivi/bridge/store"
 )
 
@@ -75,110 +68,5 @@ channels:
 		if err := allowed.DeleteChannel(context.Background(), "acme"); err != nil {
 			t.Fatal(err)
 		}
-	}
-}
-
-// notPosted runs a sink over a memory store holding ch and returns the
-// error of its first "call event not posted" line.
-func notPosted(t *testing.T, ch channel.Channel, cfg channel.EventSinkConfig) string {
-	t.Helper()
-	errs := make(chan string, 16)
-	cfg.Logger = zap.New(errCore{errs})
-	st := store.NewMemory(store.Options{})
-	if err := st.SaveChannel(context.Background(), ch); err != nil {
-		t.Fatal(err)
-	}
-	cfg.Channels = st
-	sink := channel.NewEventSink(cfg)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { sink.Run(ctx); close(done) }()
-	defer func() { cancel(); <-done }()
-	sink.Post("CA1", ch.ID, session.Event{At: time.Unix(1_700_000_000, 0), Type: session.EventAnswered}, nil)
-	select {
-	case e := <-errs:
-		return e
-	case <-time.After(10 * time.Second):
-		t.Fatal("no delivery outcome logged")
-		return ""
-	}
-}
-
-// errCore captures the message and error of each "call event not posted".
-type errCore struct{ out chan<- string }
-
-func (c errCore) Enabled(zapcore.Level) bool        { return true }
-func (c errCore) With([]zapcore.Field) zapcore.Core { return c }
-func (c errCore) Sync() error                       { return nil }
-func (c errCore) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
-	return ce.AddCore(e, c)
-}
-func (c errCore) Write(e zapcore.Entry, fs []zapcore.Field) error {
-	if e.Message != "call event not posted" {
-		return nil
-	}
-	enc := zapcore.NewMapObjectEncoder()
-	for _, f := range fs {
-		f.AddTo(enc)
-	}
-	c.out <- fmt.Sprintf("attempts=%v %v", enc.Fields["attempts"], enc.Fields["error"])
-	return nil
-}
-
-// At delivery every address a name resolves to is checked before it is
-// dialled: a name that resolves to loopback (DNS rebinding after
-// validation) is refused, once, without a retry and without a request
-// reaching the internal server; a stored literal or http URL is held to the
-// policy too.
-func TestEventsDeliveryRefusesInternalAddresses(t *testing.T) {
-	dns := startDNS(t)
-	hits := make(chan struct{}, 16)
-	internal := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		hits <- struct{}{}
-	}))
-	t.Cleanup(internal.Close)
-	port := internal.Listener.Addr().String()
-	port = port[strings.LastIndex(port, ":")+1:]
-	dns.setA("hooks.acme.test", "127.0.0.1")
-	dns.setAAAA("v6.acme.test", "::1")
-
-	for _, u := range []string{
-		"https://hooks.acme.test:" + port + "/e", // validated as a name, resolves to loopback
-		"https://v6.acme.test:" + port + "/e",
-		"https://127.0.0.1:" + port + "/e", // stored before the policy
-		"http://127.0.0.1:" + port + "/e",
-	} {
-		ch := eventsChannel(u)
-		got := notPosted(t, ch, channel.EventSinkConfig{Resolver: dns.resolver(), Retries: 3})
-		if !strings.Contains(got, "attempts=1 ") || !strings.Contains(got, "not allowed") {
-			t.Errorf("%s: logged %q, want one refused attempt", u, got)
-		}
-		if strings.Contains(got, u) {
-			t.Errorf("%s: the URL was logged: %q", u, got)
-		}
-	}
-	select {
-	case <-hits:
-		t.Fatal("a request reached the internal server")
-	default:
-	}
-}
-
-// A receiver's redirect is not followed (a 3xx is a failed delivery): it
-// cannot send the POST on to another target.
-func TestEventsDeliveryDoesNotFollowRedirects(t *testing.T) {
-	target := newReceiver(t)
-	redirect := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		http.Redirect(w, r, target.srv.URL+"/internal", http.StatusTemporaryRedirect)
-	}))
-	t.Cleanup(redirect.Close)
-	got := notPosted(t, eventsChannel(redirect.URL+"/e"), channel.EventSinkConfig{AllowPrivate: true})
-	if !strings.Contains(got, "attempts=1 ") || !strings.Contains(got, "status 307") {
-		t.Fatalf("logged %q", got)
-	}
-	target.mu.Lock()
-	defer target.mu.Unlock()
-	if len(target.got) != 0 {
-		t.Fatalf("the redirect was followed: %d requests", len(target.got))
 	}
 }

@@ -2,13 +2,9 @@ package channel
 
 import (
 	"errors"
-	"fmt"
-	"net"
-	"net/http"
 	"net/netip"
 	"net/url"
 	"strings"
-	"syscall"
 )
 
 // An eventsUrl is a place the bridge POSTs to from inside the deployment,
@@ -31,10 +27,11 @@ var cgnat = netip.MustParsePrefix("100.64.0.0/10")
 // IPv4 address.
 var nat64 = netip.MustParsePrefix("64:ff9b::/96")
 
-// forbiddenEventsAddr reports whether events may not be posted to a: not a
-// public unicast address. IPv4 embedded in IPv6 (mapped, compatible,
+// ForbiddenEventsAddr reports whether events may not be posted to a: not a
+// public unicast address (the delivery's dialer checks every address it
+// connects to with it). IPv4 embedded in IPv6 (mapped, compatible,
 // NAT64) is judged as the IPv4 address it reaches.
-func forbiddenEventsAddr(a netip.Addr) bool {
+func ForbiddenEventsAddr(a netip.Addr) bool {
 	a = a.Unmap()
 	if a.Is6() {
 		b := a.As16()
@@ -45,6 +42,16 @@ func forbiddenEventsAddr(a netip.Addr) bool {
 	return !a.IsValid() || a.IsLoopback() || a.IsPrivate() || a.IsUnspecified() || a.IsMulticast() ||
 		a.IsLinkLocalUnicast() || a.IsLinkLocalMulticast() || a.IsInterfaceLocalMulticast() ||
 		cgnat.Contains(a) || (a.Is4() && (a.As4()[0] == 0 || a == netip.AddrFrom4([4]byte{255, 255, 255, 255})))
+}
+
+// CheckEventsTarget applies the target policy of checkEventsTarget at
+// delivery time (a channel stored before the policy, or under another
+// setting, is held to it too); nil when the target is allowed.
+func CheckEventsTarget(raw string, allowPrivate bool) error {
+	if v := checkEventsTarget(raw, allowPrivate); v != nil {
+		return v
+	}
+	return nil
 }
 
 // checkEventsTarget applies the target policy to an eventsUrl that passed
@@ -67,51 +74,9 @@ func checkEventsTarget(raw string, allowPrivate bool) *ValidationError {
 		return invalid(CodeInvalidEventsURL, field,
 			"%q is a local host: events go to public addresses unless EVENTS_ALLOW_PRIVATE is set", raw)
 	}
-	if a, err := netip.ParseAddr(host); err == nil && forbiddenEventsAddr(a) {
+	if a, err := netip.ParseAddr(host); err == nil && ForbiddenEventsAddr(a) {
 		return invalid(CodeInvalidEventsURL, field,
 			"%q is a loopback, private, link-local or otherwise internal address: not allowed unless EVENTS_ALLOW_PRIVATE is set", raw)
 	}
 	return nil
-}
-
-// eventsDialControl is the net.Dialer Control hook of events delivery: it
-// runs after DNS resolution, on the address about to be connected, so a
-// name resolving to an internal address (now or after a rebinding) is
-// refused whatever it resolved to at validation.
-func eventsDialControl(_, address string, _ syscall.RawConn) error {
-	ap, err := netip.ParseAddrPort(address)
-	if err != nil {
-		return fmt.Errorf("%w: %q", ErrForbiddenEventsTarget, address)
-	}
-	if forbiddenEventsAddr(ap.Addr()) {
-		return fmt.Errorf("%w: %s", ErrForbiddenEventsTarget, ap.Addr())
-	}
-	return nil
-}
-
-// newEventsClient returns the HTTP client of events delivery. Redirects are
-// not followed (a 3xx is a failed delivery), so a receiver cannot send the
-// POST on to an internal target; no proxy from the environment is used,
-// since the dial check must see the receiver's address, not a proxy's.
-func newEventsClient(allowPrivate bool, r *net.Resolver) *http.Client {
-	t := http.DefaultTransport.(*http.Transport).Clone()
-	t.Proxy = nil
-	d := newEventsDialer(allowPrivate)
-	d.Resolver = r
-	t.DialContext = d.DialContext
-	return &http.Client{
-		Timeout:       defaultEventTimeout,
-		Transport:     t,
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}
-}
-
-// newEventsDialer returns the dialer of events delivery: guarded by the
-// target policy unless allowPrivate.
-func newEventsDialer(allowPrivate bool) *net.Dialer {
-	d := &net.Dialer{Timeout: defaultEventTimeout}
-	if !allowPrivate {
-		d.Control = eventsDialControl
-	}
-	return d
 }

@@ -44,6 +44,8 @@ type Store interface {
 
 	BeatPod(ctx context.Context, pod string, ready bool, now time.Time) error
 	ReadyPods(ctx context.Context, since time.Time) ([]string, error)
+
+	Outbox
 }
 
 var (
@@ -72,6 +74,12 @@ func testStore(t *testing.T, newStore newStoreFunc) {
 		"claim token":          testClaimToken,
 		"session expiry":       testSessionExpiry,
 		"pod presence":         testPodPresence,
+		"outbox session hook":  testOutboxHook,
+		"outbox claim and ack": testOutboxClaim,
+		"outbox multi shard":   testOutboxMultiShard,
+		"outbox lease":         testOutboxLease,
+		"outbox park":          testOutboxPark,
+		"outbox deliveries":    testOutboxDeliveries,
 	}
 	names := make([]string, 0, len(tests))
 	for name := range tests {

@@ -16,6 +16,10 @@ var (
 	// same call SID is already stored.
 	ErrExists = errors.New("store: already exists")
 
+	// ErrNotFound is returned (wrapped) by RedeliverParked when no parked
+	// entry has the id.
+	ErrNotFound = errors.New("store: not found")
+
 	// errContention is returned (wrapped) when an optimistic transaction lost
 	// the race maxTxAttempts times in a row.
 	errContention = errors.New("store: too much contention, transaction not applied")

@@ -37,6 +37,9 @@ type Memory struct {
 	subs  map[string]map[*memSub]struct{}
 
 	pods memPods // pods.go
+
+	// outbox is taken inside sessMu by session writes (lock order: sessMu, outbox.mu).
+	outbox memOutbox // outbox_memory.go
 }
 
 // NewMemory returns an empty in-memory store.

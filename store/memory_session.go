@@ -42,7 +42,11 @@ func (m *Memory) CreateSession(_ context.Context, s *session.Session) error {
 	if _, ok := m.liveLocked(s.CallSID, now); ok {
 		return fmt.Errorf("store: create session %s: %w", s.CallSID, ErrExists)
 	}
+	entries := m.opts.outboxOf(SessionMark{}, s)
 	m.putLocked(s.CallSID, data, s.State.Terminal(), 1, now)
+	m.outbox.mu.Lock()
+	m.appendOutboxLocked(entries)
+	m.outbox.mu.Unlock()
 	return nil
 }
 
@@ -73,6 +77,7 @@ func (m *Memory) UpdateSession(_ context.Context, callSID string, fn func(*sessi
 		if err != nil {
 			return nil, err
 		}
+		prev := SessionMark{Exists: true, Seq: s.Seq, State: s.State}
 		if err := fn(s); err != nil {
 			return nil, err
 		}
@@ -83,11 +88,15 @@ func (m *Memory) UpdateSession(_ context.Context, callSID string, fn func(*sessi
 		if err != nil {
 			return nil, fmt.Errorf("store: update session %s: %w", callSID, err)
 		}
+		entries := m.opts.outboxOf(prev, s)
 		m.sessMu.Lock()
 		now := m.opts.Now()
 		cur, ok := m.liveLocked(callSID, now)
 		if ok && cur.version == e.version {
 			m.putLocked(callSID, data, s.State.Terminal(), e.version+1, now)
+			m.outbox.mu.Lock()
+			m.appendOutboxLocked(entries)
+			m.outbox.mu.Unlock()
 			m.sessMu.Unlock()
 			return decodeSession(data, callSID)
 		}

@@ -29,7 +29,10 @@ const (
 // OutboxEntry is one entry of an outbox stream.
 type OutboxEntry struct {
 	// ID is the stream entry ID, set by the store when it was appended.
-	ID    string
+	ID string
+	// Shard is set by the store on append: OutboxShard(CallSID) when
+	// CallSID is set (a call's entries share one stream, so keep their
+	// order), else as given.
 	Shard int
 	Kind  string
 	// EventID is the entry's stable id (session.EventID for events): the
@@ -38,7 +41,7 @@ type OutboxEntry struct {
 	CallSID   string
 	ChannelID string
 	Type      string
-	// At is when the event happened (the retry horizon counts from it).
+	// At is when the event happened (the store sets it to now when zero) (the retry horizon counts from it).
 	At time.Time
 	// Body is the JSON body of an event, or the job's payload.
 	Body []byte
@@ -82,6 +85,8 @@ type Delivery struct {
 
 // ParkedEntry is an outbox entry given up on, with why.
 type ParkedEntry struct {
+	// ID is the entry's id in the parked list (RedeliverParked takes it).
+	ID       string
 	Entry    OutboxEntry
 	Reason   string
 	ParkedAt time.Time
@@ -110,8 +115,12 @@ type Outbox interface {
 	AckOutbox(ctx context.Context, shard int, ids ...string) error
 	// ParkOutbox moves e out of its shard to the parked list.
 	ParkOutbox(ctx context.Context, e OutboxEntry, reason string) error
-	// Parked lists parked entries, newest first, at most limit.
+	// Parked lists parked entries, newest first, at most limit (<= 0: 100).
 	Parked(ctx context.Context, limit int) ([]ParkedEntry, error)
+	// RedeliverParked appends the parked entry id to its shard again (same
+	// EventID) and removes it from the parked list, atomically; an error
+	// wrapping ErrNotFound when there is none.
+	RedeliverParked(ctx context.Context, id string) (OutboxEntry, error)
 	// SetDelivery records the delivery state of one event of a call.
 	SetDelivery(ctx context.Context, callSID string, d Delivery) error
 	// Deliveries returns the delivery states of a call's events, in order.

@@ -35,6 +35,10 @@ type Redis struct {
 	routeScript *redis.Script
 	pruneScript *redis.Script
 
+	leaseScript, releaseScript *redis.Script
+	// groups[n] is set once the consumer group of outbox shard n exists.
+	groups [OutboxShards]atomic.Bool
+
 	// noReplicaUntil (Unix ns) pauses waitReplicas after a WAIT timed out.
 	noReplicaUntil atomic.Int64
 }
@@ -48,6 +52,9 @@ func NewRedis(client redis.UniversalClient, opts Options) *Redis {
 		k:           keys{opts.Prefix},
 		routeScript: redis.NewScript(routeLua),
 		pruneScript: redis.NewScript(pruneLua),
+
+		leaseScript:   redis.NewScript(leaseLua),
+		releaseScript: redis.NewScript(releaseLua),
 	}
 }
 

@@ -47,8 +47,10 @@ func (r *Redis) CreateSession(ctx context.Context, s *session.Session) error {
 		if n > 0 {
 			return ErrExists
 		}
+		entries := r.outboxOf(SessionMark{}, s)
 		_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
 			r.queueSession(ctx, p, s.CallSID, data, s.State.Terminal())
+			r.queueOutbox(ctx, p, entries)
 			return nil
 		})
 		if err != nil {
@@ -94,6 +96,7 @@ func (r *Redis) UpdateSession(ctx context.Context, callSID string, fn func(*sess
 		if err != nil {
 			return err
 		}
+		prev := SessionMark{Exists: true, Seq: s.Seq, State: s.State}
 		if fnErr = fn(s); fnErr != nil {
 			return fnErr
 		}
@@ -103,8 +106,10 @@ func (r *Redis) UpdateSession(ctx context.Context, callSID string, fn func(*sess
 		if data, err = json.Marshal(s); err != nil {
 			return err
 		}
+		entries := r.outboxOf(prev, s)
 		_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
 			r.queueSession(ctx, p, callSID, data, s.State.Terminal())
+			r.queueOutbox(ctx, p, entries)
 			return nil
 		})
 		if err != nil {
@@ -123,6 +128,18 @@ func (r *Redis) UpdateSession(ctx context.Context, callSID string, fn func(*sess
 		return nil, fmt.Errorf("store: update session %s: %w", callSID, err)
 	}
 	return out, nil
+}
+
+// outboxOf returns the outbox entries of writing s over prev (Options.Outbox).
+func (o Options) outboxOf(prev SessionMark, s *session.Session) []OutboxEntry {
+	if o.Outbox == nil {
+		return nil
+	}
+	return o.Outbox(prev, s)
+}
+
+func (r *Redis) outboxOf(prev SessionMark, s *session.Session) []OutboxEntry {
+	return r.opts.outboxOf(prev, s)
 }
 
 // queueSession queues the write of a session with its expiry, moves it to the

@@ -16,6 +16,7 @@ import (
 
 	"github.com/vivi/bridge/bridge"
 	"github.com/vivi/bridge/channel"
+	"github.com/vivi/bridge/delivery"
 	"github.com/vivi/bridge/session"
 	"github.com/vivi/bridge/store"
 	"github.com/vivi/bridge/transfer"
@@ -42,6 +43,8 @@ type app struct {
 	prices usage.Prices
 	// tokens counts the models' tokens and cost (on registry).
 	tokens *usage.Tokens
+	// deliverer consumes the outbox (nil: the store keeps none).
+	deliverer *delivery.Deliverer
 }
 
 // appDeps are the outside parts: the store and how the REST API and the
@@ -65,10 +68,8 @@ func newApp(base context.Context, c config, log *zap.Logger, d appDeps) (*app, e
 	if err != nil {
 		return nil, err
 	}
-	sink := channel.NewEventSink(channel.EventSinkConfig{Channels: d.store, Logger: log.Named("events"),
-		AllowPrivate: c.EventsAllowPrivate})
 	callsEnded := newCallsEnded()
-	st := storeAPI(eventingStore{d.store, sink, callsEnded})
+	st := storeAPI(eventingStore{d.store, callsEnded})
 	podID := c.PodID
 	if podID == "" {
 		podID, _ = os.Hostname()
@@ -173,11 +174,21 @@ func newApp(base context.Context, c config, log *zap.Logger, d appDeps) (*app, e
 	br.Register(mux)
 	admin := channel.NewAPI(channel.APIConfig{AdminToken: c.AdminToken, Logger: log.Named("admin")}, prov)
 	admin.Register(mux)
-	admin.RegisterCalls(mux, st, cmds)
+	if ob, ok := d.store.(store.Outbox); ok {
+		admin.RegisterCalls(mux, callsWithDeliveries{st, outboxAPI{ob}}, cmds)
+		admin.RegisterParked(mux, outboxAPI{ob})
+	} else {
+		admin.RegisterCalls(mux, st, cmds)
+	}
 	if err := listenCommands(base, st, podID, br, log.Named("commands")); err != nil {
 		return nil, err
 	}
-	go sink.Run(base) // posts call events to the channels' eventsUrl; ends with base
+	var deliverer *delivery.Deliverer
+	if ob, ok := d.store.(store.Outbox); ok {
+		ps, _ := d.store.(podPresence)
+		deliverer = newDeliverer(c, ob, cfg, ps, podID, log.Named("events"), reg)
+		go deliverer.Run(base) // posts call events and runs post-call jobs; drained by stopDeliveries
+	}
 	if acl != nil {
 		go acl.Run(base) // retries failed syncs, reconciles every few minutes; ends with base
 	}
@@ -201,7 +212,7 @@ func newApp(base context.Context, c config, log *zap.Logger, d appDeps) (*app, e
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 
 	return &app{handler: mux, watch: watch, presence: mig.presence, bridge: br, health: h, prov: prov, log: log, registry: reg,
-		prices: prices, tokens: modelTokens}, nil
+		prices: prices, tokens: modelTokens, deliverer: deliverer}, nil
 }
 
 // startedClaims tells the answered-call count that a stream started on this

@@ -22,6 +22,7 @@ func TestDependencyDirection(t *testing.T) {
 		"transfer":                     {"session", "internal/redact"},
 		"channel":                      {"session", "internal/redact"},
 		"store":                        {"session", "channel", "internal/redact"},
+		"delivery":                     {"session", "channel", "store", "internal/redact"},
 		"twiliotest":                   {},
 		"twiml/twimltest":              {"twiliotest"},
 		"bridge/realtime/realtimetest": {},

@@ -17,6 +17,7 @@ import (
 
 	"github.com/vivi/bridge/bridge/realtime/realtimetest"
 	"github.com/vivi/bridge/channel"
+	"github.com/vivi/bridge/delivery"
 	"github.com/vivi/bridge/session"
 	"github.com/vivi/bridge/store"
 	"github.com/vivi/bridge/twiliotest"
@@ -105,7 +106,7 @@ func demo(ctx context.Context, args []string, getenv func(string) string, stdout
 		SIPDomain: "vivi.sip.twilio.com", StreamTokenSecret: randomHex(32), AdminToken: randomHex(16),
 		MaxCalls: 10, ShutdownGrace: 5 * time.Second, PodID: "demo-pod",
 	}
-	st := store.NewMemory(store.Options{})
+	st := store.NewMemory(store.Options{Outbox: delivery.Entries})
 	prov, err := channel.NewProvisioner(channel.ProvisionerConfig{Repo: st, Resolver: &channel.Resolver{}, SIPDomain: c.SIPDomain})
 	if err != nil {
 		return err

@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/vivi/bridge/bridge/realtime/realtimetest"
+	"github.com/vivi/bridge/delivery"
 	"github.com/vivi/bridge/session"
 	"github.com/vivi/bridge/store"
 )
@@ -224,7 +225,7 @@ func TestDrainEndsCallsThatCannotMove(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			st := store.NewRedis(e.rdb, store.Options{Prefix: e.prefix})
+			st := store.NewRedis(e.rdb, store.Options{Prefix: e.prefix, Outbox: delivery.Entries})
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			force := make(chan struct{})

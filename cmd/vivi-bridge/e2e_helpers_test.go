@@ -20,6 +20,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/vivi/bridge/bridge/realtime/realtimetest"
+	"github.com/vivi/bridge/delivery"
 	"github.com/vivi/bridge/internal/testwait"
 	"github.com/vivi/bridge/session"
 	"github.com/vivi/bridge/store"
@@ -206,7 +207,7 @@ func (e *e2e) start(pod string) *e2ePod {
 		e.t.Fatal(err)
 	}
 	core, logs := observer.New(zap.DebugLevel)
-	st := store.NewRedis(e.rdb, store.Options{Prefix: e.prefix})
+	st := store.NewRedis(e.rdb, store.Options{Prefix: e.prefix, Outbox: delivery.Entries})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	d := appDeps{store: st}

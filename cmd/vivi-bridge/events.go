@@ -5,17 +5,15 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/vivi/bridge/channel"
 	"github.com/vivi/bridge/session"
 )
 
-// eventingStore is the store as the rest of the app sees it: every session
-// write that adds timeline events also posts them, in order, to the call's
-// channel eventsUrl (through the sink, which never blocks), and the write
-// that ends a call counts it in callsEnded.
+// eventingStore is the store as the rest of the app sees it: the write that
+// ends a call counts it in callsEnded. (Call events are queued by the store
+// itself, in the transaction of the write that records them: the
+// Options.Outbox hook, delivery.Entries.)
 type eventingStore struct {
 	storeAPI
-	sink       *channel.EventSink
 	callsEnded *prometheus.CounterVec // nil: not counted
 }
 
@@ -32,21 +30,12 @@ func newCallsEnded() *prometheus.CounterVec {
 	}, []string{"reason"})
 }
 
-// CreateSession stores s and posts its timeline events.
-func (e eventingStore) CreateSession(ctx context.Context, s *session.Session) error {
-	if err := e.storeAPI.CreateSession(ctx, s); err != nil {
-		return err
-	}
-	e.post(s, 0)
-	return nil
-}
-
-// UpdateSession applies fn and posts the timeline events that the stored
-// run of fn added (fn may run several times; the last run is the stored one).
+// UpdateSession applies fn and counts the call ended by the stored run of
+// fn (fn may run several times; the last run is the stored one).
 func (e eventingStore) UpdateSession(ctx context.Context, callSID string, fn func(*session.Session) error) (*session.Session, error) {
-	before, wasEnded := 0, false
+	wasEnded := false
 	out, err := e.storeAPI.UpdateSession(ctx, callSID, func(s *session.Session) error {
-		before, wasEnded = len(s.Timeline), s.State == session.Ended
+		wasEnded = s.State == session.Ended
 		return fn(s)
 	})
 	if err != nil {
@@ -55,16 +44,5 @@ func (e eventingStore) UpdateSession(ctx context.Context, callSID string, fn fun
 	if e.callsEnded != nil && out != nil && !wasEnded && out.State == session.Ended {
 		e.callsEnded.WithLabelValues(out.EndReason).Inc()
 	}
-	e.post(out, before)
 	return out, nil
-}
-
-// post sends the timeline events of s from index from on.
-func (e eventingStore) post(s *session.Session, from int) {
-	if s == nil || from >= len(s.Timeline) {
-		return
-	}
-	for _, ev := range s.Timeline[from:] {
-		e.sink.Post(s.CallSID, s.ChannelID, ev, nil)
-	}
 }

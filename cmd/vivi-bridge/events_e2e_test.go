@@ -3,6 +3,7 @@ package main
 import (
 	"crypto/hmac"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"io"
@@ -19,7 +20,8 @@ import (
 )
 
 // TestCallEventsPostedToChannelEventsURL: a call on a channel with an
-// eventsUrl posts its timeline events there, signed with the channel's secret.
+// eventsUrl posts its timeline events there, in order, signed with the
+// channel's secret (X-Vivi-Signature and the Standard Webhooks headers).
 func TestCallEventsPostedToChannelEventsURL(t *testing.T) {
 	const secret = "e2e-events-secret"
 	var mu sync.Mutex
@@ -34,8 +36,14 @@ func TestCallEventsPostedToChannelEventsURL(t *testing.T) {
 		mac.Write([]byte(ts + "." + string(body)))
 		var m map[string]any
 		err := json.Unmarshal(body, &m)
+		// Standard Webhooks: the id (the body's), the timestamp and the body, keyed with the secret's bytes.
+		id, wts := r.Header.Get("webhook-id"), r.Header.Get("webhook-timestamp")
+		std := hmac.New(sha256.New, []byte(secret))
+		std.Write([]byte(id + "." + wts + "." + string(body)))
+		stdOK := r.Header.Get("webhook-signature") == "v1,"+base64.StdEncoding.EncodeToString(std.Sum(nil)) &&
+			id != "" && id == m["id"] && wts == ts
 		mu.Lock()
-		if err != nil || !hmac.Equal([]byte(hex.EncodeToString(mac.Sum(nil))), []byte(v1)) {
+		if err != nil || !stdOK || !hmac.Equal([]byte(hex.EncodeToString(mac.Sum(nil))), []byte(v1)) {
 			badSig = append(badSig, sig)
 		} else {
 			events = append(events, m)
@@ -85,10 +93,41 @@ func TestCallEventsPostedToChannelEventsURL(t *testing.T) {
 	}
 	posted.Wait(t, 10*time.Second, "the call's answered, stream_started and ended events", func() bool { return missing() == "" })
 	mu.Lock()
-	defer mu.Unlock()
+	var ids []string
 	for _, m := range events {
 		if _, err := time.Parse(time.RFC3339Nano, m["at"].(string)); err != nil {
 			t.Fatalf("event %v: at: %v", m, err)
 		}
+		if m["callSid"] == call.CallSID() {
+			ids = append(ids, m["id"].(string))
+		}
+	}
+	mu.Unlock()
+	for i := range ids {
+		if want := session.EventID(call.CallSID(), int64(i+1)); ids[i] != want {
+			t.Fatalf("event ids %v: #%d is not %s (each event once, in order)", ids, i, want)
+		}
+	}
+
+	// The admin API shows each event's delivery state with the call; the
+	// call's analyze job, with no analyzer on the pod, is parked.
+	var got struct {
+		Deliveries []struct{ ID, State string } `json:"deliveries"`
+	}
+	testwait.Until(t, 10*time.Second, "the delivery states", func() bool {
+		status, body := adminDo(t, "GET", pod.url+"/v1/calls/"+call.CallSID(), ``)
+		if status != http.StatusOK || json.Unmarshal([]byte(body), &got) != nil || len(got.Deliveries) < len(ids) {
+			return false
+		}
+		for _, d := range got.Deliveries {
+			if d.State != "delivered" {
+				return false
+			}
+		}
+		return true
+	})
+	status, body := adminDo(t, "GET", pod.url+"/v1/events/parked", ``)
+	if status != http.StatusOK || !strings.Contains(body, `"eventId":"job_`+call.CallSID()+`_analyze"`) {
+		t.Fatalf("parked: %d %s", status, body)
 	}
 }

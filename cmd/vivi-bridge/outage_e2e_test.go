@@ -10,6 +10,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/vivi/bridge/bridge/realtime/realtimetest"
+	"github.com/vivi/bridge/delivery"
 	"github.com/vivi/bridge/internal/redistest"
 	"github.com/vivi/bridge/internal/testwait"
 	"github.com/vivi/bridge/session"
@@ -38,7 +39,7 @@ func newOutageE2E(t *testing.T) (*e2e, *redistest.Server) {
 	e.deps = func(pod string, d *appDeps) {
 		client := redis.NewClient(&redis.Options{Addr: rs.Addr()})
 		t.Cleanup(func() { _ = client.Close() })
-		d.store = store.NewRedis(client, store.Options{Prefix: e.prefix})
+		d.store = store.NewRedis(client, store.Options{Prefix: e.prefix, Outbox: delivery.Entries})
 		d.storeCheck = outageCheck
 		d.configReload = time.Hour
 	}

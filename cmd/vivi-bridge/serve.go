@@ -120,6 +120,7 @@ func runServer(ctx context.Context, c config, log *zap.Logger, d appDeps, ln net
 		log.Warn("drain ended the calls that had not moved", zap.Error(err))
 	}
 	log.Info("drained", zap.Float64("drain_s", time.Since(began).Seconds()))
+	a.stopDeliveries()
 	cancelCalls()
 	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer scancel()

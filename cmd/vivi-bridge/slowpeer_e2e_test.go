@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/vivi/bridge/bridge/realtime/realtimetest"
+	"github.com/vivi/bridge/delivery"
 	"github.com/vivi/bridge/internal/testwait"
 	"github.com/vivi/bridge/store"
 )
@@ -41,7 +42,7 @@ func (e *e2e) startTuned(pod string, limits httpLimits) string {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	st := store.NewRedis(e.rdb, store.Options{Prefix: e.prefix})
+	st := store.NewRedis(e.rdb, store.Options{Prefix: e.prefix, Outbox: delivery.Entries})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- runServer(ctx, c, zap.NewNop(), appDeps{store: st}, ln) }()

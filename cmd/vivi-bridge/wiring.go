@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/vivi/bridge/delivery"
 	"github.com/vivi/bridge/store"
 )
 
@@ -42,7 +43,7 @@ func newLogger(c config, w io.Writer) (*zap.Logger, error) {
 // store.NewUniversalClient bounds the timeouts and reloads a Cluster's slot
 // map when a node fails, so a failover costs seconds.
 func openStore(ctx context.Context, c config) (storeAPI, func(), error) {
-	opts := store.Options{Prefix: c.RedisPrefix, Retention: c.SessionRetention}
+	opts := store.Options{Prefix: c.RedisPrefix, Retention: c.SessionRetention, Outbox: delivery.Entries}
 	var client redis.UniversalClient
 	switch {
 	case c.RedisURL != "":
