@@ -186,7 +186,11 @@ func newApp(base context.Context, c config, log *zap.Logger, d appDeps) (*app, e
 	var deliverer *delivery.Deliverer
 	if ob, ok := d.store.(store.Outbox); ok {
 		ps, _ := d.store.(podPresence)
-		deliverer = newDeliverer(c, ob, cfg, ps, podID, log.Named("events"), reg)
+		job, err := newAnalyzeJob(c, st, cfg, prices, modelTokens, podID, log.Named("analysis"))
+		if err != nil {
+			return nil, err
+		}
+		deliverer = newDeliverer(c, ob, cfg, ps, podID, map[string]delivery.JobHandler{analyzeJobType: job}, log.Named("events"), reg)
 		go deliverer.Run(base) // posts call events and runs post-call jobs; drained by stopDeliveries
 	}
 	if acl != nil {

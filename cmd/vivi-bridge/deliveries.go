@@ -24,7 +24,7 @@ const deliveryStop = 15 * time.Second
 // store keeps none. Its fair share of the shards follows the ready pods
 // of the presence records, when the store keeps them.
 func newDeliverer(c config, ob store.Outbox, channels delivery.Channels, ps podPresence, pod string,
-	log *zap.Logger, reg prometheus.Registerer) *delivery.Deliverer {
+	jobs map[string]delivery.JobHandler, log *zap.Logger, reg prometheus.Registerer) *delivery.Deliverer {
 	var peers func(ctx context.Context) (int, error)
 	if ps != nil {
 		peers = func(ctx context.Context) (int, error) {
@@ -35,7 +35,7 @@ func newDeliverer(c config, ob store.Outbox, channels delivery.Channels, ps podP
 	return delivery.New(delivery.Config{
 		Outbox: ob, Channels: channels, AllowPrivate: c.EventsAllowPrivate, Consumer: pod,
 		Workers: c.EventsWorkers, Horizon: c.EventsRetryHorizon, Peers: peers,
-		Logger: log, Registerer: reg,
+		Jobs: jobs, Logger: log, Registerer: reg,
 	})
 }
 

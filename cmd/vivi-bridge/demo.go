@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -15,6 +16,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/vivi/bridge/analysis/chattest"
 	"github.com/vivi/bridge/bridge/realtime/realtimetest"
 	"github.com/vivi/bridge/channel"
 	"github.com/vivi/bridge/delivery"
@@ -44,6 +46,7 @@ channels:
     originProtocol: TLS
     extensions: ["1001"]
     agentId: demo-dental
+    eventsUrl: %s
 `
 
 // The demo caller and PBX.
@@ -84,8 +87,19 @@ func demo(ctx context.Context, args []string, getenv func(string) string, stdout
 		ChunkInterval:      20 * time.Millisecond, // a little faster than real time, like the real service
 		Transcribe:         func([]byte) string { return "I'd like to book a cleaning next week." },
 		Reply:              demoReply,
+		// What a short spoken response costs on the real service.
+		Usage: json.RawMessage(`{"total_tokens":1270,"input_tokens":1100,"output_tokens":170,` +
+			`"input_token_details":{"text_tokens":700,"audio_tokens":400,"cached_tokens":640,"cached_tokens_details":{"text_tokens":512,"audio_tokens":128}},` +
+			`"output_token_details":{"text_tokens":40,"audio_tokens":130}}`),
 	})
 	defer model.Close()
+
+	// The post-call analysis asks a fake of the chat completions API, and
+	// the channel's events go to a receiver in this process.
+	chat := chattest.New()
+	defer chat.Close()
+	events := newDemoReceiver()
+	defer events.Close()
 
 	ln, err := listen("127.0.0.1:0")
 	if err != nil {
@@ -105,13 +119,15 @@ func demo(ctx context.Context, args []string, getenv func(string) string, stdout
 		OpenAIAPIKey: realtimetest.DefaultAPIKey, RealtimeURL: model.URL(), RealtimeModel: "gpt-realtime",
 		SIPDomain: "vivi.sip.twilio.com", StreamTokenSecret: randomHex(32), AdminToken: randomHex(16),
 		MaxCalls: 10, ShutdownGrace: 5 * time.Second, PodID: "demo-pod",
+		OpenAIBaseURL: chat.URL, SummaryModel: "gpt-4o-mini", AnalysisTimeout: 10 * time.Second,
+		EventsAllowPrivate: true, EventsRetryHorizon: time.Hour, EventsWorkers: 4,
 	}
 	st := store.NewMemory(store.Options{Outbox: delivery.Entries})
-	prov, err := channel.NewProvisioner(channel.ProvisionerConfig{Repo: st, Resolver: &channel.Resolver{}, SIPDomain: c.SIPDomain})
+	prov, err := channel.NewProvisioner(channel.ProvisionerConfig{Repo: st, Resolver: &channel.Resolver{}, SIPDomain: c.SIPDomain, AllowPrivateEvents: true})
 	if err != nil {
 		return err
 	}
-	cfgFile, err := channel.ParseConfig(strings.NewReader(demoYAML))
+	cfgFile, err := channel.ParseConfig(strings.NewReader(fmt.Sprintf(demoYAML, events.URL)))
 	if err != nil {
 		return err
 	}
@@ -141,6 +157,10 @@ func demo(ctx context.Context, args []string, getenv func(string) string, stdout
 	if err != nil {
 		return err
 	}
+	// The analysis and the call events follow the call, off its path.
+	if err := events.waitFor(ctx, sim.CallSID(), "call.analyzed"); err != nil {
+		return fmt.Errorf("demo: waiting for the post-call analysis: %w", err)
+	}
 	// The call is over for Twilio; the bridge may still be tearing it down.
 	// Stopping the server drains it: runServer returns once every call has
 	// written the end of its session, so the record read below is final.
@@ -152,6 +172,7 @@ func demo(ctx context.Context, args []string, getenv func(string) string, stdout
 		return err
 	}
 	printDemo(stdout, start, sim, s, model)
+	printPostCall(stdout, s, events.received())
 	return nil
 }
 
