@@ -22,7 +22,9 @@ type fakeParked struct {
 func (f fakeParked) ParkedEvents(ctx context.Context, limit int) ([]channel.ParkedEvent, error) {
 	return f.list(ctx, limit)
 }
-func (f fakeParked) RedeliverParked(ctx context.Context, id string) error { return f.redeliver(ctx, id) }
+func (f fakeParked) RedeliverParked(ctx context.Context, id string) error {
+	return f.redeliver(ctx, id)
+}
 
 // deliveriesStore is a CallStore that also gives delivery states.
 type deliveriesStore struct {
