@@ -340,6 +340,10 @@ func applyBatch(s *session.Session, batch []pendingSeg) {
 	}
 }
 
+// recreateSeqGap is how far a re-created record's event numbers jump
+// (Session.Seq), more than other writers record in a call's life.
+const recreateSeqGap = 1000
+
 // sessionCreator is the store's CreateSession, which the writer uses to
 // re-create a record the store lost (store.Memory and store.Redis have it).
 type sessionCreator interface {
@@ -358,6 +362,10 @@ func (w *sessionWriter) recreate(batch []pendingSeg) error {
 	if base == nil {
 		base = w.seed()
 	}
+	// Other writers (callbacks, commands) may have recorded events in the
+	// lost record since this one was written: the events recorded now are
+	// numbered past them, so that no event id is given twice.
+	base.Seq += recreateSeqGap
 	applyBatch(base, batch)
 	w.priceBatch(base, batch)
 	ctx, cancel := context.WithTimeout(w.ctx, w.timeout)

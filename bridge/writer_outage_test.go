@@ -152,3 +152,38 @@ func counterValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	t.Fatalf("no counter %s", name)
 	return 0
 }
+
+// TestSessionWriterRecreateNumbersPastOthers: events another writer (a
+// status callback) recorded in a record the store then lost are not
+// numbered again by the re-created record, so no event id is given to two
+// different events.
+func TestSessionWriterRecreateNumbersPastOthers(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		store := &creatingSessions{memSessions{m: map[string]*session.Session{}}}
+		store.put(session.New("CA1", "ch", "ag", time.Unix(0, 0)))
+		w := newSessionWriter(context.Background(), store, "CA1", zap.NewNop(), time.Second)
+		w.creator = store
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			w.run()
+		}()
+		w.push(func(s *session.Session) { _ = s.Transition(session.Streaming, time.Unix(1, 0)) })
+		synctest.Wait()
+		// Another writer records an event; then the store loses the record.
+		other := store.get("CA1")
+		other.Record(time.Unix(2, 0), session.EventOperator, "by a callback")
+		otherSeq := other.Seq
+		store.put(other)
+		store.lose()
+		w.event(time.Unix(3, 0), session.EventDigit, "5")
+		w.finish(func(s *session.Session) { s.End(ReasonCallerHangup, time.Unix(4, 0)) })
+		<-done
+		got := store.get("CA1")
+		for _, ev := range got.Timeline {
+			if ev.Type == session.EventDigit && ev.Seq <= otherSeq {
+				t.Fatalf("re-created record numbered its event %d, not past the %d another writer gave", ev.Seq, otherSeq)
+			}
+		}
+	})
+}

@@ -84,7 +84,7 @@ func (p *Provisioner) Apply(ctx context.Context, cfg Config) (Result, error) {
 		}
 		res.Channels[i] = Change{ID: c.ID}
 		if c.EventsURL != "" && c.EventsSecret == "" {
-			if c.EventsSecret, err = p.randomHex(32); err != nil {
+			if c.EventsSecret, err = p.newEventsSecret(); err != nil {
 				return Result{}, err
 			}
 			res.Channels[i].EventsSecret = c.EventsSecret

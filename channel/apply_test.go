@@ -50,7 +50,7 @@ func TestApplyCreatesThenIsIdempotent(t *testing.T) {
 		t.Fatalf("Apply: %v", err)
 	}
 	if res.Agents[0] != (channel.Change{ID: "front", Action: channel.ActionCreated}) ||
-		res.Channels[0].Action != channel.ActionCreated || len(res.Channels[0].EventsSecret) != 64 ||
+		res.Channels[0].Action != channel.ActionCreated || !strings.HasPrefix(res.Channels[0].EventsSecret, channel.EventsSecretPrefix) || len(res.Channels[0].EventsSecret) != 50 ||
 		res.Channels[1] != (channel.Change{ID: "beta", Action: channel.ActionCreated}) {
 		t.Fatalf("result = %+v", res)
 	}
@@ -89,7 +89,7 @@ func TestApplyCreatesThenIsIdempotent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Channels[0].Action != channel.ActionUpdated || len(res.Channels[0].EventsSecret) != 64 ||
+	if res.Channels[0].Action != channel.ActionUpdated || !strings.HasPrefix(res.Channels[0].EventsSecret, channel.EventsSecretPrefix) || len(res.Channels[0].EventsSecret) != 50 ||
 		res.Channels[0].EventsSecret == acme.EventsSecret {
 		t.Errorf("a new eventsUrl must get a new secret: %+v", res.Channels[0])
 	}

@@ -12,7 +12,9 @@ import (
 	"github.com/vivi/bridge/channel"
 )
 
-var secretPattern = regexp.MustCompile(`^[0-9a-f]{64}$`)
+// secretPattern is an events secret as the bridge makes them (Standard
+// Webhooks form: whsec_ and the base64 of 32 bytes).
+var secretPattern = regexp.MustCompile(`^whsec_[A-Za-z0-9+/]{43}=$`)
 
 func TestCreateChannelAPI(t *testing.T) {
 	e := newEnv(t)
@@ -49,7 +51,7 @@ func TestCreateChannelAPI(t *testing.T) {
 		t.Errorf("created\n%+v\nwant\n%+v", got, want)
 	}
 	if !secretPattern.MatchString(got.EventsSecret) {
-		t.Errorf("eventsSecret %q is not 32 bytes of hex", got.EventsSecret)
+		t.Errorf("eventsSecret %q is not whsec_ and 32 bytes of base64", got.EventsSecret)
 	}
 	stored, _ := e.store.Channel(context.Background(), got.ID)
 	if stored.EventsSecret != got.EventsSecret || stored.Destination != nil {

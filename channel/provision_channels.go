@@ -47,7 +47,7 @@ func (p *Provisioner) CreateChannel(ctx context.Context, c Channel) (Channel, er
 	c.OriginIPs = ips
 	newSecret := c.EventsURL != ""
 	if newSecret {
-		if c.EventsSecret, err = p.randomHex(32); err != nil {
+		if c.EventsSecret, err = p.newEventsSecret(); err != nil {
 			return Channel{}, err
 		}
 	}
@@ -113,7 +113,7 @@ func (p *Provisioner) UpdateChannelIf(ctx context.Context, id, etag string, chan
 	newSecret := c.EventsURL != "" && c.EventsURL != old.EventsURL
 	switch {
 	case newSecret:
-		if c.EventsSecret, err = p.randomHex(32); err != nil {
+		if c.EventsSecret, err = p.newEventsSecret(); err != nil {
 			return Channel{}, err
 		}
 	case c.EventsURL == "":

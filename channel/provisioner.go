@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -114,6 +115,21 @@ func (p *Provisioner) randomHex(n int) (string, error) {
 	}
 	return hex.EncodeToString(b), nil
 }
+
+// newEventsSecret returns a channel's events secret in the Standard
+// Webhooks form, "whsec_" and the base64 of 32 random bytes: the libraries
+// of that convention take it as it is (the key is what the base64 decodes
+// to), and X-Vivi-Signature is keyed with the whole string.
+func (p *Provisioner) newEventsSecret() (string, error) {
+	b := make([]byte, 32)
+	if _, err := io.ReadFull(p.rand, b); err != nil {
+		return "", fmt.Errorf("channel: random bytes: %w", err)
+	}
+	return EventsSecretPrefix + base64.StdEncoding.EncodeToString(b), nil
+}
+
+// EventsSecretPrefix starts the events secrets the bridge makes.
+const EventsSecretPrefix = "whsec_"
 
 // newID returns prefix + 12 random hex digits ("ch_3f2a9c0d81b4").
 func (p *Provisioner) newID(prefix string) (string, error) {

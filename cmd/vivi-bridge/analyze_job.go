@@ -19,8 +19,8 @@ import (
 const (
 	analysisAttempts = 3               // model requests before it is recorded as failed
 	analysisBackoff  = 2 * time.Second // before the second attempt; doubled after
-	// analysisReleaseTimeout bounds the write giving a claim back when the
-	// pod stops in the middle of an analysis.
+	// analysisReleaseTimeout bounds the writes that store a result or give
+	// a claim back, which are done even when the pod stops meanwhile.
 	analysisReleaseTimeout = 2 * time.Second
 )
 
@@ -153,10 +153,13 @@ func (j *analyzeJob) Run(ctx context.Context, e store.OutboxEntry) delivery.JobR
 		retry = attempt < analysisAttempts // a transport error of unknown kind
 	}
 
-	// Store what came of it, if the claim is still ours.
+	// Store what came of it, if the claim is still ours: even when the pod
+	// stops meanwhile (the answer is paid for).
+	wctx, wcancel := context.WithTimeout(context.WithoutCancel(ctx), analysisReleaseTimeout)
+	defer wcancel()
 	done := j.now()
 	lost := false
-	s, err = j.sessions.UpdateSession(ctx, e.CallSID, func(s *session.Session) error {
+	s, err = j.sessions.UpdateSession(wctx, e.CallSID, func(s *session.Session) error {
 		a := s.Analysis
 		if a == nil || a.State != session.AnalysisRunning || a.Pod != j.pod {
 			lost = true

@@ -45,6 +45,8 @@ type app struct {
 	tokens *usage.Tokens
 	// deliverer consumes the outbox (nil: the store keeps none).
 	deliverer *delivery.Deliverer
+	// deliveryStop bounds the deliverer's drain (deliveryStopFor).
+	deliveryStop time.Duration
 }
 
 // appDeps are the outside parts: the store and how the REST API and the
@@ -216,7 +218,7 @@ func newApp(base context.Context, c config, log *zap.Logger, d appDeps) (*app, e
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 
 	return &app{handler: mux, watch: watch, presence: mig.presence, bridge: br, health: h, prov: prov, log: log, registry: reg,
-		prices: prices, tokens: modelTokens, deliverer: deliverer}, nil
+		prices: prices, tokens: modelTokens, deliverer: deliverer, deliveryStop: deliveryStopFor(c)}, nil
 }
 
 // startedClaims tells the answered-call count that a stream started on this

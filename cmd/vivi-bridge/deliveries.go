@@ -16,9 +16,15 @@ import (
 )
 
 // deliveryStop bounds the drain of the deliverer at shutdown: the attempts
-// in flight finish (each bounded by the HTTP timeout), then the shard
-// leases are released.
+// in flight finish (each bounded by the HTTP timeout, an analysis by
+// ANALYSIS_TIMEOUT: one cut short would be paid for again on another pod),
+// then the shard leases are released.
 const deliveryStop = 15 * time.Second
+
+// deliveryStopFor is deliveryStop, or longer when an analysis may take longer.
+func deliveryStopFor(c config) time.Duration {
+	return max(deliveryStop, c.AnalysisTimeout+5*time.Second)
+}
 
 // newDeliverer returns the pod's consumer of the outbox, or nil when the
 // store keeps none. Its fair share of the shards follows the ready pods
@@ -46,7 +52,7 @@ func (a *app) stopDeliveries() {
 	if a.deliverer == nil {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), deliveryStop)
+	ctx, cancel := context.WithTimeout(context.Background(), a.deliveryStop)
 	defer cancel()
 	if err := a.deliverer.Stop(ctx); err != nil {
 		a.log.Warn("deliveries did not drain in time", zap.Error(err))
