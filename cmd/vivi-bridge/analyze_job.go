@@ -159,7 +159,7 @@ func (j *analyzeJob) Run(ctx context.Context, e store.OutboxEntry) delivery.JobR
 	defer wcancel()
 	done := j.now()
 	lost := false
-	s, err = j.sessions.UpdateSession(wctx, e.CallSID, func(s *session.Session) error {
+	_, err = j.sessions.UpdateSession(wctx, e.CallSID, func(s *session.Session) error {
 		a := s.Analysis
 		if a == nil || a.State != session.AnalysisRunning || a.Pod != j.pod {
 			lost = true
