@@ -47,7 +47,9 @@ func TestSessionWriterWritesAtOnceAfterFailover(t *testing.T) {
 		name string
 		kick func(w *sessionWriter)
 	}{
-		{"finish", func(w *sessionWriter) { w.finish(func(s *session.Session) { s.End(ReasonCallerHangup, time.Unix(9, 0)) }) }},
+		{"finish", func(w *sessionWriter) {
+			w.finish(func(s *session.Session) { s.End(ReasonCallerHangup, time.Unix(9, 0)) })
+		}},
 		{"retryNow", func(w *sessionWriter) { w.retryNow() }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
