@@ -136,7 +136,9 @@ func TestClusterFailoverMidCall(t *testing.T) {
 	// own writes (model_connected among them, queued while the slot had no
 	// master) are all in once its loop logs "call ended", which it does
 	// after its session writer's last write returned.
-	callEnded := func() bool { return logs.FilterMessage("call ended").FilterField(zap.String("call_sid", sid)).Len() > 0 }
+	callEnded := func() bool {
+		return logs.FilterMessage("call ended").FilterField(zap.String("call_sid", sid)).Len() > 0
+	}
 	if err := testwait.Poll(30*time.Second, callEnded); err != nil {
 		t.Fatal("the pod never logged the call's end (its session writer did not finish)")
 	}
