@@ -57,7 +57,11 @@ type mutation func(*session.Session)
 // from writerRetryMin to writerRetryMax, for as long as the call lives; after
 // finish, for at most writerFinalBudget, then the writer gives up (logged as
 // an error, counted in vivi_bridge_session_writes_given_up_total) so that a
-// store gone for good does not hold the call's goroutine forever.
+// store gone for good does not hold the call's goroutine forever. The wait
+// is cut short by finish and by retryNow (the store answers again): a
+// writer that failed through a failover would otherwise hold the call's
+// changes, its end among them, for up to writerRetryMax after the store is
+// back, while the other writers of the record (the webhooks) write at once.
 //
 // A write that finds no record (the store came back empty, or the webhook's
 // record is still buffered on another pod) re-creates it, when the store can
@@ -93,6 +97,7 @@ type sessionWriter struct {
 	pending []pendingSeg
 	final   bool          // finish was called
 	wake    chan struct{} // capacity 1: pending changed
+	kick    chan struct{} // capacity 1: retry a failed write now (finish, retryNow)
 }
 
 // pendingSeg is an optional mutation followed by the appends queued after it.
@@ -111,7 +116,7 @@ const (
 func newSessionWriter(ctx context.Context, store Sessions, callSID string, log *zap.Logger, timeout time.Duration) *sessionWriter {
 	return &sessionWriter{
 		store: store, callSID: callSID, log: log, ctx: ctx, timeout: timeout,
-		wake: make(chan struct{}, 1), fenced: make(chan struct{}),
+		wake: make(chan struct{}, 1), kick: make(chan struct{}, 1), fenced: make(chan struct{}),
 	}
 }
 
@@ -174,6 +179,17 @@ func (w *sessionWriter) finish(m mutation) {
 	w.final = true
 	w.mu.Unlock()
 	w.signal()
+	w.retryNow() // the end is written now, not a backoff later
+}
+
+// retryNow ends the wait before the next retry of a failed write, without
+// blocking: the store answers again, or the call ended. Safe from any
+// goroutine; a writer that is not waiting ignores it.
+func (w *sessionWriter) retryNow() {
+	select {
+	case w.kick <- struct{}{}:
+	default:
+	}
 }
 
 // take removes and returns everything pending, and whether finish was called.
@@ -234,6 +250,7 @@ func (w *sessionWriter) run() {
 			}
 			continue
 		}
+		w.drainKick() // a kick counts for the waits after this write only
 		err := w.apply(batch)
 		requeued := err != nil && !isFenced(err) && !errors.Is(err, session.ErrNotFound)
 		if requeued {
@@ -292,7 +309,18 @@ func (w *sessionWriter) run() {
 			return
 		}
 		t := time.NewTimer(delay)
-		<-t.C
+		select {
+		case <-t.C:
+		case <-w.kick:
+			t.Stop()
+		}
+	}
+}
+
+func (w *sessionWriter) drainKick() {
+	select {
+	case <-w.kick:
+	default:
 	}
 }
 
@@ -492,6 +520,33 @@ func (s *Server) RewriteSessions() int {
 		err := s.deliver(sid, func(c *call) {
 			if c.writer != nil {
 				c.writer.touch()
+			}
+		})
+		if err == nil {
+			n++
+		}
+	}
+	return n
+}
+
+// RetrySessionWrites makes every live call on this pod whose session
+// writes are failing retry them now instead of at the end of its backoff
+// (cmd calls it when the store answers again after an outage). It returns
+// how many calls were asked.
+func (s *Server) RetrySessionWrites() int {
+	s.mu.Lock()
+	var sids []string
+	for c := range s.calls {
+		if p := c.sid.Load(); p != nil {
+			sids = append(sids, *p)
+		}
+	}
+	s.mu.Unlock()
+	n := 0
+	for _, sid := range sids {
+		err := s.deliver(sid, func(c *call) {
+			if c.writer != nil {
+				c.writer.retryNow()
 			}
 		})
 		if err == nil {

@@ -198,7 +198,7 @@ func newApp(base context.Context, c config, log *zap.Logger, d appDeps) (*app, e
 	if acl != nil {
 		go acl.Run(base) // retries failed syncs, reconciles every few minutes; ends with base
 	}
-	watch.rewrite = br.RewriteSessions
+	watch.rewrite, watch.retry = br.RewriteSessions, br.RetrySessionWrites
 	if c.ConfigFile != "" {
 		watch.reapply = func(ctx context.Context) error {
 			cf, err := channel.ParseConfigFile(c.ConfigFile)

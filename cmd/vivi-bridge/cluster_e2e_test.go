@@ -131,6 +131,17 @@ func TestClusterFailoverMidCall(t *testing.T) {
 	stream.Say(speech)
 	_ = testwait.Poll(5*time.Second, func() bool { return bytes.Contains(conn.InputAudio(), speech) }) // judged below
 	call.Hangup(ctx)
+	sessionIs("the session ended in the Cluster", func(s *session.Session) bool { return s.State == session.Ended })
+	// The Ended above may be the stream-stopped webhook's write; the call's
+	// own writes (model_connected among them, queued while the slot had no
+	// master) are all in once its loop logs "call ended", which it does
+	// after its session writer's last write returned.
+	callEnded := func() bool {
+		return logs.FilterMessage("call ended").FilterField(zap.String("call_sid", sid)).Len() > 0
+	}
+	if err := testwait.Poll(30*time.Second, callEnded); err != nil {
+		t.Fatal("the pod never logged the call's end (its session writer did not finish)")
+	}
 	s := sessionIs("the session ended in the Cluster", func(s *session.Session) bool { return s.State == session.Ended })
 	if in, sent := conn.InputAudio(), stream.SentAudio(); !bytes.HasPrefix(sent, in) || !bytes.Contains(in, speech) {
 		t.Fatalf("model input (%d bytes) is not what the caller sent (%d bytes)", len(in), len(sent))

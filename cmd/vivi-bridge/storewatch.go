@@ -43,6 +43,7 @@ type storeWatch struct {
 	configFile string
 	reapply    func(ctx context.Context) error // applies CONFIG_FILE; nil without one
 	rewrite    func() int                      // the bridge's RewriteSessions; set once wired
+	retry      func() int                      // the bridge's RetrySessionWrites; set once wired
 	checkEvery time.Duration
 	now        func() time.Time
 	reloadNow  chan struct{}
@@ -74,7 +75,7 @@ func newStoreWatch(st storeAPI, cp *store.ConfigCopy, log *zap.Logger, pod, conf
 	w := &storeWatch{
 		st: st, copy: cp, log: log, pod: pod, configFile: configFile, checkEvery: checkEvery,
 		now: time.Now, reloadNow: make(chan struct{}, 1), up: true, since: time.Now(),
-		rewrite: func() int { return 0 },
+		rewrite: func() int { return 0 }, retry: func() int { return 0 },
 		metrics: watchMetrics{
 			up: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "vivi", Name: "store_up",
 				Help: "1 while the shared store answers this pod, 0 while it is degraded (calls are then routed from the in-process copy and session writes buffered)."}),
@@ -183,6 +184,11 @@ func (w *storeWatch) setUp() {
 	w.up, w.since, w.lastErr = true, now, ""
 	w.metrics.up.Set(1)
 	w.kickReload()
+	// The calls' session writers that failed meanwhile wait out a backoff
+	// of up to seconds: have them write now. Each call's loop takes the
+	// request; never block the watch on them.
+	retry := w.retry
+	go retry()
 }
 
 // kickReload asks runConfigCopy to subscribe again and reload, without

@@ -61,7 +61,8 @@ func (f *flakyStore) lose() {
 // TestStoreWatchTransitions: the watch logs a degraded store and its
 // recovery once each however long they last, exports vivi_store_up, and
 // handles a store back without its marker once: live sessions written back,
-// CONFIG_FILE re-applied.
+// CONFIG_FILE re-applied. The recovery asks the calls' session writers once
+// to retry now (RetrySessionWrites), not at the end of their backoff.
 func TestStoreWatchTransitions(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		core, logs := observer.New(zap.InfoLevel)
@@ -69,8 +70,9 @@ func TestStoreWatchTransitions(t *testing.T) {
 		reg := prometheus.NewRegistry()
 		w := newStoreWatch(fs, store.NewConfigCopy(store.NewMemory(store.Options{})), zap.New(core), "pod-a", "/etc/vivi.yaml", time.Second, reg)
 		w.markers = fs
-		var rewrites, reapplies atomic.Int32
+		var rewrites, reapplies, retries atomic.Int32
 		w.rewrite = func() int { rewrites.Add(1); return 0 }
+		w.retry = func() int { retries.Add(1); return 0 }
 		w.reapply = func(context.Context) error { reapplies.Add(1); return nil }
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
@@ -86,11 +88,17 @@ func TestStoreWatchTransitions(t *testing.T) {
 		if v := gaugeValue(t, reg, "vivi_store_up"); v != 0 {
 			t.Fatalf("vivi_store_up = %v while down", v)
 		}
+		if n := retries.Load(); n != 0 {
+			t.Fatalf("session writes retried %d times while the store was down", n)
+		}
 		fs.down.Store(false)
 		time.Sleep(2 * time.Second)
 		synctest.Wait()
 		if !w.storeUp() || gaugeValue(t, reg, "vivi_store_up") != 1 {
 			t.Fatal("not up again after the store answered")
+		}
+		if n := retries.Load(); n != 1 {
+			t.Fatalf("recovery asked the session writers to retry %d times; want 1", n)
 		}
 		for msg, want := range map[string]int{
 			"store degraded: routing from the in-process config copy and buffering session writes until it answers again": 1,
