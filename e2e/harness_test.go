@@ -23,6 +23,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
 
+	"github.com/vivi/bridge/analysis/chattest"
 	"github.com/vivi/bridge/bridge/realtime/realtimetest"
 	"github.com/vivi/bridge/internal/redistest"
 	"github.com/vivi/bridge/internal/testwait"
@@ -108,6 +109,8 @@ type world struct {
 	rdb    redis.UniversalClient
 	prefix string
 	model  *realtimetest.Server
+	// chat is the chat completions API of the post-call analysis.
+	chat *chattest.Server
 	// modelURL is OPENAI_REALTIME_URL (default the fake model's URL).
 	modelURL string
 	tw       *twiliotest.Twilio
@@ -161,6 +164,8 @@ func newWorld(t *testing.T, o worldOptions) *world {
 	w.prefix = "e2e:" + hex.EncodeToString(b) + ":"
 	w.model = realtimetest.NewServer(o.model)
 	t.Cleanup(w.model.Close)
+	w.chat = chattest.New()
+	t.Cleanup(w.chat.Close)
 	w.modelURL = w.model.URL()
 	if o.modelURL != "" {
 		w.modelURL = o.modelURL
@@ -195,6 +200,7 @@ func (w *world) podEnv(name string, extra []string) []string {
 		"TWILIO_API_BASE_URL=" + w.tw.REST().URL(),
 		"OPENAI_API_KEY=" + realtimetest.DefaultAPIKey,
 		"OPENAI_REALTIME_URL=" + w.modelURL,
+		"OPENAI_BASE_URL=" + w.chat.URL,
 		"STREAM_TOKEN_SECRET=" + secret,
 		"ADMIN_TOKEN=" + adminTok,
 		"MODEL_POOL_SIZE=0", // model connections come in dial order

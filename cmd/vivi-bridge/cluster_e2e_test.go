@@ -49,6 +49,7 @@ func TestClusterFailoverMidCall(t *testing.T) {
 		"OPENAI_REALTIME_URL": model.URL(), "STREAM_TOKEN_SECRET": e2eSecret, "ADMIN_TOKEN": e2eAdmin,
 		"REDIS_ADDRS": strings.Join(cl.Addrs, ","), "REDIS_PREFIX": prefix, "POD_NAME": "pod-a",
 		"SHUTDOWN_GRACE": "2s", "MODEL_POOL_SIZE": "0", "CONFIG_FILE": yaml,
+		"OPENAI_SUMMARY_MODEL": "off", // no post-call analysis (it would ask the real API)
 	}
 	c, err := loadConfig(func(k string) string { return env[k] }, true)
 	if err != nil {

@@ -19,6 +19,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/vivi/bridge/analysis/chattest"
 	"github.com/vivi/bridge/bridge/realtime/realtimetest"
 	"github.com/vivi/bridge/delivery"
 	"github.com/vivi/bridge/internal/testwait"
@@ -83,6 +84,7 @@ type e2e struct {
 	rdb    *redis.Client
 	prefix string
 	model  *realtimetest.Server
+	chat   *chattest.Server // the chat completions API of the post-call analysis
 	tw     *twiliotest.Twilio
 	lb     *httptest.Server
 	mu     sync.Mutex
@@ -145,6 +147,8 @@ func newE2E(t *testing.T, model realtimetest.Options) *e2e {
 	})
 	e.model = realtimetest.NewServer(model)
 	t.Cleanup(e.model.Close)
+	e.chat = chattest.New()
+	t.Cleanup(e.chat.Close)
 	e.lb = httptest.NewServer(http.HandlerFunc(e.balance))
 	t.Cleanup(e.lb.Close)
 	e.tw = twiliotest.NewTwilio(twiliotest.SimConfig{BridgeURL: e.lb.URL, PublicURL: e.lb.URL, AccountSID: e2eAccount, AuthToken: e2eAuthToken})
@@ -182,7 +186,7 @@ func (e *e2e) config(pod string) config {
 		return map[string]string{
 			"PUBLIC_URL": e.lb.URL, "TWILIO_ACCOUNT_SID": e2eAccount, "TWILIO_AUTH_TOKEN": e2eAuthToken,
 			"TWILIO_API_BASE_URL": e.tw.REST().URL(), "OPENAI_API_KEY": realtimetest.DefaultAPIKey,
-			"OPENAI_REALTIME_URL": e.model.URL(), "STREAM_TOKEN_SECRET": e2eSecret, "ADMIN_TOKEN": e2eAdmin,
+			"OPENAI_REALTIME_URL": e.model.URL(), "OPENAI_BASE_URL": e.chat.URL, "STREAM_TOKEN_SECRET": e2eSecret, "ADMIN_TOKEN": e2eAdmin,
 			"REDIS_PREFIX": e.prefix, "POD_NAME": pod, "SHUTDOWN_GRACE": cmp.Or(e.grace, "2s"), "MAX_CALLS": cmp.Or(e.maxCalls, "5"),
 			"EVENTS_ALLOW_PRIVATE":  "true", // the events receiver is an httptest server on loopback
 			"TWILIO_SIP_DOMAIN_SID": e.domainSID,
