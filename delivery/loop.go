@@ -237,7 +237,7 @@ func (l *loop) expireLeases() {
 	cfg := l.d.cfg
 	now := cfg.Now()
 	for s, st := range l.owned {
-		if st.active() && now.After(st.lastOK.Add(cfg.LeaseTTL-cfg.LeaseTTL/5)) {
+		if !st.lost && now.After(st.lastOK.Add(cfg.LeaseTTL-cfg.LeaseTTL/5)) {
 			cfg.Logger.Warn("outbox lease expired unrenewed", zap.Int("shard", s))
 			st.lost = true
 			l.dropShard(s)

@@ -20,8 +20,10 @@ func (l *loop) manageShards() {
 	log := cfg.Logger
 	ctx, cancel := context.WithTimeout(l.ctx, cfg.Renew)
 	defer cancel()
+	// A shard being released is renewed too until it is: its next owner
+	// must not take it while a read covering it is still running.
 	for s, st := range l.owned {
-		if !st.active() {
+		if st.lost {
 			continue
 		}
 		ok, err := cfg.Outbox.AcquireShard(ctx, s, cfg.Consumer, cfg.LeaseTTL)
