@@ -119,17 +119,17 @@ func TestReleaseWaitsForReadInFlight(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		r := newReceiver(nil)
 		mem := memEnv(t, eventsChannel("pbx", "https://hooks.example/e"))
-		f := &faulty{Memory: mem}
+		fa, fb := &faulty{Memory: mem}, &faulty{Memory: mem}
 		var peers atomic.Int64
 		peersFn := func(context.Context) (int, error) { return int(peers.Load()), nil }
-		run(t, delivery.New(delivery.Config{Outbox: f, Channels: mem, Client: r.client(), AllowPrivate: true,
+		run(t, delivery.New(delivery.Config{Outbox: fa, Channels: mem, Client: r.client(), AllowPrivate: true,
 			Consumer: "pod-a", Jitter: identity, Peers: peersFn}))
 		settle()
-		// pod-a's next read stalls (its reply is slow) for 30 s, past the
-		// lease TTL, then takes what is there.
-		entered, let := make(chan struct{}), make(chan struct{})
+		// pod-a's next read stalls (its reply is slow) past the lease TTL,
+		// then takes what is there, before pod-b reads anything.
+		entered, letA, doneA, letB := make(chan struct{}), make(chan struct{}), make(chan struct{}), make(chan struct{})
 		var once sync.Once
-		f.set(func(f *faulty) {
+		fa.set(func(f *faulty) {
 			f.read = func(ctx context.Context, shards []int, next func(time.Duration) ([]store.OutboxEntry, error)) ([]store.OutboxEntry, error) {
 				stall := false
 				once.Do(func() { stall = true })
@@ -137,10 +137,15 @@ func TestReleaseWaitsForReadInFlight(t *testing.T) {
 					return next(time.Second)
 				}
 				close(entered)
-				<-let
+				<-letA
+				defer close(doneA)
 				return next(0)
 			}
 		})
+		fb.read = func(ctx context.Context, shards []int, next func(time.Duration) ([]store.OutboxEntry, error)) ([]store.OutboxEntry, error) {
+			<-letB
+			return next(time.Second)
+		}
 		<-entered
 		peers.Store(1) // pod-b comes: pod-a keeps 8 shards and gives up the others
 		var sid string
@@ -149,13 +154,13 @@ func TestReleaseWaitsForReadInFlight(t *testing.T) {
 				break
 			}
 		}
-		pod2 := delivery.New(delivery.Config{Outbox: mem, Channels: mem, Client: r.client(), AllowPrivate: true,
-			Consumer: "pod-b", Jitter: identity, Peers: peersFn})
-		run(t, pod2)
-		time.Sleep(6 * time.Second) // pod-a's tick: it gives the shards up; pod-b tries them
+		run(t, delivery.New(delivery.Config{Outbox: fb, Channels: mem, Client: r.client(), AllowPrivate: true,
+			Consumer: "pod-b", Jitter: identity, Peers: peersFn}))
+		time.Sleep(30 * time.Second) // pod-a gives the shards up; pod-b tries them
 		want := placeCall(t, mem, sid, "pbx", 1)
-		time.Sleep(24 * time.Second)
-		close(let) // pod-a's stalled read takes the entry of a shard it gives up
+		close(letA) // pod-a's stalled read takes the entry of a shard it gives up
+		<-doneA
+		close(letB)
 		got := r.wait(t, 1)
 		if ids := delivered(got); !slices.Equal(ids, want) {
 			t.Fatalf("delivered %v, want %v", ids, want)
