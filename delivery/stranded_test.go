@@ -25,6 +25,8 @@ type faulty struct {
 	read func(ctx context.Context, shards []int, next func(block time.Duration) ([]store.OutboxEntry, error)) ([]store.OutboxEntry, error)
 	// acquire, when set, answers AcquireShard instead.
 	acquire func(shard int) (bool, error)
+	// onClaim, when set, is called after each claim.
+	onClaim func(shard int)
 	reads   []readCall
 }
 
@@ -55,6 +57,17 @@ func (f *faulty) AcquireShard(ctx context.Context, shard int, consumer string, t
 		return acquire(shard)
 	}
 	return f.Memory.AcquireShard(ctx, shard, consumer, ttl)
+}
+
+func (f *faulty) ClaimOutbox(ctx context.Context, shard int, consumer string) ([]store.OutboxEntry, error) {
+	es, err := f.Memory.ClaimOutbox(ctx, shard, consumer)
+	f.mu.Lock()
+	onClaim := f.onClaim
+	f.mu.Unlock()
+	if onClaim != nil {
+		onClaim(shard)
+	}
+	return es, err
 }
 
 func (f *faulty) set(fn func(f *faulty)) {
@@ -198,6 +211,65 @@ func TestUnrenewedLeaseIsLost(t *testing.T) {
 			if rc.at.After(limit) && len(rc.shards) > 0 {
 				t.Fatalf("read of %v at %v, past the lease (%v)", rc.shards, rc.at.Sub(failFrom), limit.Sub(failFrom))
 			}
+		}
+	})
+}
+
+// A new owner claims once on acquiring and again after the previous
+// owner's last possible read: an entry that read took after the first
+// claim is delivered, before the call's later entry the new owner read.
+func TestNewOwnerClaimsAgain(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r, ra := newReceiver(nil), newReceiver(nil) // pod-b's posts, pod-a's
+		mem := memEnv(t, eventsChannel("pbx", "https://hooks.example/e"))
+		fa, fb := &faulty{Memory: mem}, &faulty{Memory: mem}
+		run(t, delivery.New(delivery.Config{Outbox: fa, Channels: mem, Client: ra.client(), AllowPrivate: true,
+			Consumer: "pod-a", Jitter: identity}))
+		settle()
+		sid := "CAown"
+		shard := store.OutboxShard(sid)
+		entered, letA, doneA, letB, claimedB := make(chan struct{}), make(chan struct{}), make(chan struct{}),
+			make(chan struct{}), make(chan struct{})
+		var onceA, onceB sync.Once
+		fa.set(func(f *faulty) {
+			f.acquire = func(int) (bool, error) { return false, errors.New("connection refused") }
+			f.read = func(ctx context.Context, shards []int, next func(time.Duration) ([]store.OutboxEntry, error)) ([]store.OutboxEntry, error) {
+				stall := false
+				onceA.Do(func() { stall = true })
+				if !stall {
+					return next(time.Second)
+				}
+				close(entered)
+				<-letA // the reply of a read that ran late
+				defer close(doneA)
+				return next(0)
+			}
+		})
+		fb.read = func(ctx context.Context, shards []int, next func(time.Duration) ([]store.OutboxEntry, error)) ([]store.OutboxEntry, error) {
+			<-letB
+			return next(time.Second)
+		}
+		fb.onClaim = func(s int) {
+			if s == shard {
+				onceB.Do(func() { close(claimedB) })
+			}
+		}
+		<-entered
+		run(t, delivery.New(delivery.Config{Outbox: fb, Channels: mem, Client: r.client(), AllowPrivate: true,
+			Consumer: "pod-b", Jitter: identity}))
+		<-claimedB // pod-b took the shard (pod-a's lease expired) and claimed it
+		want := placeCall(t, mem, sid, "pbx", 1)
+		close(letA) // pod-a's late read takes it
+		<-doneA
+		want = append(want, record(t, mem, sid, 2, 1)...)
+		close(letB) // pod-b reads the call's next entry
+		r.wait(t, 2)
+		synctest.Wait()
+		if got := delivered(r.requests()); !slices.Equal(got, want) {
+			t.Fatalf("delivered %v, want %v (in order, each once)", got, want)
+		}
+		if n := len(ra.requests()); n != 0 {
+			t.Fatalf("pod-a posted %d events after losing the shard", n)
 		}
 	})
 }
