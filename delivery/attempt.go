@@ -114,10 +114,7 @@ func (d *Deliverer) postEvent(ctx context.Context, it *item, log *zap.Logger) ti
 		d.setDelivery(ctx, it, del, log)
 		return d.refused(ctx, it, "target refused: "+err.Error(), log)
 	}
-	wait := retryAfter
-	if wait <= 0 {
-		wait = d.cfg.Jitter(backoff(it.attempts))
-	}
+	wait := retryWait(retryAfter, it.attempts, d.cfg.Jitter)
 	next := now.Add(wait)
 	if next.After(e.At.Add(d.cfg.Horizon)) {
 		del.State = store.DeliveryParked

@@ -38,6 +38,7 @@ func TestRetriesDeliverOnceInOrder(t *testing.T) {
 		})
 		st := memEnv(t, eventsChannel("pbx", "https://hooks.example/e"))
 		run(t, newDeliverer(st, r, nil))
+		settle()
 		want := placeCall(t, st, "CA1", "pbx", 4)
 		got := r.wait(t, 6)
 		synctest.Wait()
@@ -87,6 +88,7 @@ func TestRetryAfterHonoured(t *testing.T) {
 				})
 				st := memEnv(t, eventsChannel("pbx", "https://hooks.example/e"))
 				run(t, newDeliverer(st, r, nil))
+				settle()
 				placeCall(t, st, "CA1", "pbx", 1)
 				got := r.wait(t, 2)
 				if gap := got[1].at.Sub(got[0].at); gap < 119*time.Second || gap > 120*time.Second {
@@ -107,6 +109,7 @@ func TestHorizonParks(t *testing.T) {
 		})
 		st := memEnv(t, eventsChannel("pbx", "https://hooks.example/e"))
 		run(t, newDeliverer(st, r, func(c *delivery.Config) { c.Horizon = 10 * time.Second }))
+		settle()
 		ids := placeCall(t, st, "CA1", "pbx", 1)
 		// Attempts at 0, 1, 3 and 7 s; the next (15 s) is past the horizon.
 		got := r.wait(t, 4)
@@ -151,6 +154,7 @@ func TestSlowChannelDoesNotDelayOthers(t *testing.T) {
 		d := delivery.New(delivery.Config{Outbox: st, Channels: st, Client: client, AllowPrivate: true,
 			Consumer: "pod-a", Workers: 2})
 		run(t, d)
+		settle()
 		start := time.Now()
 		a := placeCall(t, st, "CAa", "a", 3)
 		b := placeCall(t, st, "CAb", "b", 3)
@@ -185,6 +189,7 @@ func TestPolicyOutcomes(t *testing.T) {
 		quiet := eventsChannel("quiet", "")
 		st := memEnv(t, eventsChannel("local", "https://127.0.0.1/e"), quiet)
 		run(t, newDeliverer(st, r, func(c *delivery.Config) { c.AllowPrivate = false }))
+		settle()
 		placeCall(t, st, "CAgone", "nochannel", 1)
 		placeCall(t, st, "CAlocal", "local", 1)
 		placeCall(t, st, "CAquiet", "quiet", 1)
@@ -230,6 +235,7 @@ func TestJobs(t *testing.T) {
 			return delivery.JobResult{Done: true}
 		})
 		run(t, newDeliverer(st, r, func(c *delivery.Config) { c.Jobs = map[string]delivery.JobHandler{delivery.JobAnalyze: job} }))
+		settle()
 		placeCall(t, st, "CA1", "pbx", 1)
 		if _, err := st.UpdateSession(context.Background(), "CA1", func(s *session.Session) error {
 			s.End("caller_hangup", time.Now())

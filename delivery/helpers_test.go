@@ -193,3 +193,8 @@ func memEnv(t *testing.T, chs ...channel.Channel) *store.Memory {
 }
 
 func identity(d time.Duration) time.Duration { return d }
+
+// settle lets a deliverer just started trust the shards it took: their
+// pending lists are claimed once on acquiring and again after the previous
+// owner's last possible read (Renew 5 s + 2 s). In a bubble: fake time.
+func settle() { time.Sleep(7 * time.Second) }

@@ -55,3 +55,17 @@ func ParseRetryAfter(v string, now time.Time) time.Duration {
 	}
 	return min(d, maxBackoff)
 }
+
+// retryWait is the wait after the attempts-th failed attempt: the
+// jittered backoff, or the Retry-After asked for when longer (a receiver
+// asking for 1 s again and again still backs off), with a little jitter
+// of its own (up to ra/20 with the default jitter) so that the retries of
+// one receiver asking for the same time do not all come at once.
+func retryWait(retryAfter time.Duration, attempts int, jitter func(time.Duration) time.Duration) time.Duration {
+	wait := jitter(backoff(attempts))
+	if retryAfter <= 0 {
+		return wait
+	}
+	spread := retryAfter / 10
+	return max(wait, retryAfter+spread-jitter(spread))
+}

@@ -58,3 +58,34 @@ func TestDialControl(t *testing.T) {
 		}
 	}
 }
+
+// The wait is the longer of the backoff and Retry-After, the latter with
+// a little jitter (at most a twentieth more with the default jitter).
+func TestRetryWait(t *testing.T) {
+	identity := func(d time.Duration) time.Duration { return d }
+	for name, c := range map[string]struct {
+		ra       time.Duration
+		attempts int
+		want     time.Duration
+	}{
+		"no Retry-After":           {0, 3, 4 * time.Second},
+		"Retry-After longer":       {120 * time.Second, 1, 120 * time.Second},
+		"backoff longer":           {2 * time.Second, 5, 16 * time.Second},
+		"Retry-After at the limit": {time.Hour, 20, time.Hour},
+	} {
+		if got := retryWait(c.ra, c.attempts, identity); got != c.want {
+			t.Errorf("%s: retryWait = %v, want %v", name, got, c.want)
+		}
+	}
+	seen := map[time.Duration]bool{}
+	for range 200 {
+		d := retryWait(100*time.Second, 1, defaultJitter)
+		if d < 100*time.Second || d > 105*time.Second {
+			t.Fatalf("retryWait(100s) = %v, want within [100s, 105s]", d)
+		}
+		seen[d] = true
+	}
+	if len(seen) < 2 {
+		t.Fatal("Retry-After is not jittered")
+	}
+}

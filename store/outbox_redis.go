@@ -415,3 +415,34 @@ func sortDeliveries(ds []Delivery) {
 		return strings.Compare(a.EventID, b.EventID)
 	})
 }
+
+// PruneConsumers deletes the consumers of shard's group other than keep
+// that have nothing pending and were idle longer than idle (pods gone):
+// the number deleted.
+func (r *Redis) PruneConsumers(ctx context.Context, shard int, keep string, idle time.Duration) (int, error) {
+	if err := validShard(shard); err != nil {
+		return 0, fmt.Errorf("store: prune consumers: %w", err)
+	}
+	key := r.k.outbox(shard)
+	cs, err := r.client.XInfoConsumers(ctx, key, outboxGroup).Result()
+	if r.noGroup(err, shard) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("store: prune consumers %d: %w", shard, err)
+	}
+	n := 0
+	for _, c := range cs {
+		if c.Name == keep || c.Pending > 0 || c.Idle <= idle {
+			continue
+		}
+		// DELCONSUMER drops a consumer's pending entries: only one with
+		// none is deleted (it had none a moment ago, and a consumer gets
+		// new entries only by reading, which a pod gone does not do).
+		if err := r.client.XGroupDelConsumer(ctx, key, outboxGroup, c.Name).Err(); err != nil {
+			return n, fmt.Errorf("store: prune consumers %d: %w", shard, err)
+		}
+		n++
+	}
+	return n, nil
+}
