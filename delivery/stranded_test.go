@@ -59,8 +59,8 @@ func (f *faulty) AcquireShard(ctx context.Context, shard int, consumer string, t
 	return f.Memory.AcquireShard(ctx, shard, consumer, ttl)
 }
 
-func (f *faulty) ClaimOutbox(ctx context.Context, shard int, consumer string) ([]store.OutboxEntry, error) {
-	es, err := f.Memory.ClaimOutbox(ctx, shard, consumer)
+func (f *faulty) ClaimOutboxPage(ctx context.Context, shard int, consumer, after string, limit int) ([]store.OutboxEntry, error) {
+	es, err := f.Memory.ClaimOutboxPage(ctx, shard, consumer, after, limit)
 	f.mu.Lock()
 	onClaim := f.onClaim
 	f.mu.Unlock()
