@@ -265,6 +265,7 @@ func (m *Memory) RedeliverParked(_ context.Context, id string) (OutboxEntry, err
 		return OutboxEntry{}, fmt.Errorf("store: redeliver parked %s: %w", id, ErrNotFound)
 	}
 	e := o.parked[i].Entry
+	e.At = time.Time{} // a fresh retry horizon: from now (same EventID)
 	o.parked = slices.Delete(o.parked, i, i+1)
 	m.appendOutboxLocked([]OutboxEntry{e})
 	log := o.shards[m.opts.normalize(e).Shard].log

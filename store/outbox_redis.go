@@ -377,7 +377,9 @@ func (r *Redis) RedeliverParked(ctx context.Context, id string) (OutboxEntry, er
 		if len(ms) == 0 {
 			return ErrNotFound
 		}
-		out = r.opts.normalize(parkedFrom(ms[0]).Entry)
+		out = parkedFrom(ms[0]).Entry
+		out.At = time.Time{} // a fresh retry horizon: from now (same EventID)
+		out = r.opts.normalize(out)
 		out.ID = ""
 		_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
 			p.XAdd(ctx, &redis.XAddArgs{Stream: r.k.outbox(out.Shard), Values: entryValues(out)})
