@@ -17,7 +17,7 @@ import (
 const outboxGroup = "vivi"
 
 // parkedMax bounds the parked stream (MAXLEN ~).
-const parkedMax = 10000
+const parkedMax = 100000
 
 // claimPage is how many entries one XAUTOCLAIM or PEL read moves.
 const claimPage = 500
