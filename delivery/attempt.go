@@ -33,6 +33,14 @@ func (d *Deliverer) attempt(ctx context.Context, it *item) time.Duration {
 	if it.parkReason != "" {
 		return d.park(ctx, it, it.parkReason, log)
 	}
+	if !it.resumed && e.Kind == store.OutboxEvent {
+		// Taken over from another pod (or an earlier run): continue its
+		// attempts and backoff from the delivery record.
+		it.resumed = true
+		if wait := d.resume(ctx, it); wait > 0 {
+			return wait
+		}
+	}
 	if it.created.IsZero() {
 		it.created = d.cfg.Now().UTC()
 	}
@@ -193,4 +201,23 @@ func (d *Deliverer) runJob(ctx context.Context, it *item, log *zap.Logger) time.
 		log.Warn("job failed", zap.Int("attempts", it.attempts), zap.Error(res.Err))
 		return d.ack(ctx, it, log)
 	}
+}
+
+// resume loads the delivery record of an entry retried by an earlier
+// owner: its attempts, and the wait left before its next attempt.
+func (d *Deliverer) resume(ctx context.Context, it *item) time.Duration {
+	ds, err := d.cfg.Outbox.Deliveries(ctx, it.e.CallSID)
+	if err != nil {
+		return 0 // unknown: start afresh
+	}
+	for _, del := range ds {
+		if del.EventID != it.e.EventID || del.State != store.DeliveryRetrying {
+			continue
+		}
+		it.attempts, it.created = del.Attempts, del.CreatedAt
+		if del.NextAttempt != nil {
+			return del.NextAttempt.Sub(d.cfg.Now())
+		}
+	}
+	return 0
 }

@@ -176,20 +176,21 @@ func (d *Deliverer) Run(ctx context.Context) {
 	d.abortMu.Unlock()
 	defer cancel()
 	l := &loop{
-		d:         d,
-		ctx:       ctx,
-		work:      work,
-		owned:     map[int]*shardState{},
-		chains:    map[string]*chain{},
-		held:      map[heldKey]string{},
-		chanHeld:  map[string]int{},
-		chanPosts: map[string]int{},
-		results:   make(chan result, d.cfg.Workers+d.cfg.JobWorkers),
-		readDone:  make(chan readResult, 1),
-		claimDone: make(chan claimResult, store.OutboxShards),
-		wake:      make(chan string),
-		poke:      make(chan struct{}, 1),
-		quit:      make(chan struct{}),
+		d:          d,
+		ctx:        ctx,
+		work:       work,
+		owned:      map[int]*shardState{},
+		chains:     map[string]*chain{},
+		held:       map[heldKey]string{},
+		chanHeld:   map[string]int{},
+		chanPosts:  map[string]int{},
+		results:    make(chan result, d.cfg.Workers+d.cfg.JobWorkers),
+		readDone:   make(chan readResult, 1),
+		readCancel: func() {},
+		claimDone:  make(chan claimResult, store.OutboxShards),
+		wake:       make(chan string),
+		poke:       make(chan struct{}, 1),
+		quit:       make(chan struct{}),
 	}
 	l.run()
 }

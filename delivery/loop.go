@@ -35,6 +35,7 @@ type loop struct {
 
 	reading    bool
 	readShards []int // the shards of the read in flight
+	readCancel context.CancelFunc
 
 	results   chan result
 	readDone  chan readResult
@@ -63,6 +64,7 @@ type shardState struct {
 	claimSkips         int             // skips when the claim in flight started
 	overflow           map[string]bool // channels whose new entries are left pending until claimed
 	doneDuringClaim    map[string]bool // entries finished while a claim was in flight
+	claimSkipped       map[string]bool // channels left pending by the claim in flight
 }
 
 type heldKey struct {
@@ -111,6 +113,7 @@ type claimResult struct {
 	shard   int
 	entries []store.OutboxEntry
 	err     error
+	last    bool // the pending list ends with this page
 }
 
 func chainKey(e store.OutboxEntry) string {
@@ -166,6 +169,9 @@ func (l *loop) run() {
 			stopc = nil
 			l.draining = true
 			l.stopTimers()
+			// What the read took stays pending for this pod: the shards
+			// are released once it returned, and their next owners claim.
+			l.readCancel()
 		case <-tick.C:
 			if !l.draining {
 				l.manageShards()
@@ -188,6 +194,7 @@ func (l *loop) run() {
 			l.releaseAll()
 			return
 		}
+		l.reclaimOverflow()
 		l.startClaims()
 		l.pump()
 		l.startRead()
@@ -257,6 +264,7 @@ func (l *loop) startRead() {
 	l.reading, l.readShards = true, shards
 	block := l.d.cfg.Renew
 	ctx, cancel := context.WithTimeout(l.ctx, block+readSlack)
+	l.readCancel = cancel
 	l.wg.Go(func() {
 		defer cancel()
 		es, err := l.d.cfg.Outbox.ReadOutbox(ctx, l.d.cfg.Consumer, shards, readCount, block)
@@ -294,11 +302,17 @@ func (l *loop) add(es []store.OutboxEntry, fromClaim bool) {
 		if fromClaim && st.doneDuringClaim[e.ID] {
 			continue
 		}
-		if (!fromClaim && st.overflow[e.ChannelID]) || l.chanHeld[e.ChannelID] >= l.quota() {
+		// Once one of a channel's entries is left pending, its later ones
+		// are too (until claimed again in order).
+		if (!fromClaim && st.overflow[e.ChannelID]) || (fromClaim && st.claimSkipped[e.ChannelID]) ||
+			l.chanHeld[e.ChannelID] >= l.quota() || (fromClaim && len(l.held) >= l.d.cfg.MaxHeld) {
 			if st.overflow == nil {
 				st.overflow = map[string]bool{}
 			}
 			st.overflow[e.ChannelID] = true
+			if fromClaim {
+				st.claimSkipped[e.ChannelID] = true
+			}
 			st.skips++
 			continue
 		}
@@ -336,15 +350,6 @@ func (l *loop) unhold(shard int, id string) {
 	}
 	if st := l.owned[shard]; st != nil && st.claiming {
 		st.doneDuringClaim[id] = true
-	}
-	if l.chanHeld[ch] <= l.quota()/2 {
-		// Drained enough: claim what was left pending for it.
-		now := l.d.cfg.Now()
-		for _, st := range l.owned {
-			if st.overflow[ch] && st.claimAt.IsZero() && st.active() {
-				st.claimAt = now
-			}
-		}
 	}
 }
 

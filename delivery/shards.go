@@ -92,8 +92,10 @@ func (l *loop) manageShards() {
 	}
 }
 
-// startClaims starts the claims of pending lists whose time came, off the
-// loop goroutine (a claim may be long), each with its own deadline.
+// claimPageMax bounds one page of a claim.
+const claimPageMax = 500
+
+// startClaims starts the claims of pending lists whose time came.
 func (l *loop) startClaims() {
 	if l.draining {
 		return
@@ -104,55 +106,88 @@ func (l *loop) startClaims() {
 			continue
 		}
 		st.claiming, st.claimAt = true, time.Time{}
-		st.claimSkips, st.doneDuringClaim = st.skips, map[string]bool{}
-		ctx, cancel := context.WithTimeout(l.ctx, claimTimeout)
-		l.wg.Go(func() {
-			defer cancel()
-			es, err := l.d.cfg.Outbox.ClaimOutbox(ctx, s, l.d.cfg.Consumer)
-			l.claimDone <- claimResult{shard: s, entries: es, err: err}
-		})
+		st.claimSkips, st.doneDuringClaim, st.claimSkipped = st.skips, map[string]bool{}, map[string]bool{}
+		l.claimPage(s, "")
 	}
 }
 
-// claimed merges a claimed pending list by ID into the chains.
+// claimPage reads one page of shard's pending list after the ID after,
+// off the loop goroutine (a claim may be long) with its own deadline; the
+// page is no larger than the room left in memory.
+func (l *loop) claimPage(shard int, after string) {
+	limit := max(1, min(claimPageMax, l.d.cfg.MaxHeld-len(l.held)))
+	l.wg.Go(func() {
+		ctx, cancel := context.WithTimeout(l.ctx, claimTimeout)
+		defer cancel()
+		es, err := l.d.cfg.Outbox.ClaimOutboxPage(ctx, shard, l.d.cfg.Consumer, after, limit)
+		l.claimDone <- claimResult{shard: shard, entries: es, err: err, last: len(es) < limit}
+	})
+}
+
+// claimed merges a page of a claimed pending list by ID into the chains,
+// and asks for the next page, if any.
 func (l *loop) claimed(r claimResult) {
 	cfg := l.d.cfg
 	st := l.owned[r.shard]
 	if st == nil {
 		return
 	}
-	st.claiming = false
-	defer func() { st.doneDuringClaim = nil; l.settleShard(r.shard) }()
 	if !st.active() {
-		return // left pending for the next owner, who claims it
+		st.claiming = false
+		st.doneDuringClaim = nil
+		l.settleShard(r.shard) // left pending for the next owner, who claims it
+		return
 	}
 	now := cfg.Now()
 	if r.err != nil {
+		st.claiming, st.doneDuringClaim = false, nil
 		if l.ctx.Err() == nil {
 			cfg.Logger.Warn("outbox claim failed", zap.Int("shard", r.shard), zap.Error(r.err))
 		}
 		l.pokeAt(r.shard, now.Add(storeRetry))
 		return
 	}
+	l.add(r.entries, true)
+	if !r.last && !l.draining {
+		l.claimPage(r.shard, r.entries[len(r.entries)-1].ID)
+		return
+	}
+	st.claiming, st.doneDuringClaim = false, nil
 	if st.skips == st.claimSkips {
 		st.overflow = nil // every entry left pending is in this claim
 	}
-	l.add(r.entries, true)
 	switch {
+	case l.draining:
 	case !st.recheckAt.IsZero():
 		at := st.recheckAt
 		st.recheckAt = time.Time{}
 		l.pokeAt(r.shard, at)
 	case st.claimAt.IsZero():
 		st.synced = true
+	}
+	l.settleShard(r.shard)
+	l.pruneConsumers(r.shard)
+}
+
+// reclaimOverflow claims again the pending lists of shards holding
+// entries left pending for a channel over its quota, once the channel
+// drained to half its quota and memory has room.
+func (l *loop) reclaimOverflow() {
+	if l.draining || len(l.held) >= l.d.cfg.MaxHeld {
+		return
+	}
+	now := l.d.cfg.Now()
+	for _, st := range l.owned {
+		if st.claiming || !st.claimAt.IsZero() || !st.active() {
+			continue
+		}
 		for ch := range st.overflow {
 			if l.chanHeld[ch] <= l.quota()/2 {
-				l.pokeAt(r.shard, now) // left pending meanwhile, and room for them now
+				st.claimAt = now
 				break
 			}
 		}
 	}
-	l.pruneConsumers(r.shard)
 }
 
 // pokeAt schedules a claim of shard at at and wakes the loop then.

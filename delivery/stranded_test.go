@@ -59,8 +59,8 @@ func (f *faulty) AcquireShard(ctx context.Context, shard int, consumer string, t
 	return f.Memory.AcquireShard(ctx, shard, consumer, ttl)
 }
 
-func (f *faulty) ClaimOutbox(ctx context.Context, shard int, consumer string) ([]store.OutboxEntry, error) {
-	es, err := f.Memory.ClaimOutbox(ctx, shard, consumer)
+func (f *faulty) ClaimOutboxPage(ctx context.Context, shard int, consumer, after string, limit int) ([]store.OutboxEntry, error) {
+	es, err := f.Memory.ClaimOutboxPage(ctx, shard, consumer, after, limit)
 	f.mu.Lock()
 	onClaim := f.onClaim
 	f.mu.Unlock()
@@ -270,6 +270,63 @@ func TestNewOwnerClaimsAgain(t *testing.T) {
 		}
 		if n := len(ra.requests()); n != 0 {
 			t.Fatalf("pod-a posted %d events after losing the shard", n)
+		}
+	})
+}
+
+// An event retried by an earlier owner continues its attempts and waits
+// out the backoff its delivery record names, instead of starting at 1 s.
+func TestTakeoverContinuesBackoff(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newReceiver(nil)
+		st := memEnv(t, eventsChannel("pbx", "https://hooks.example/e"))
+		ids := placeCall(t, st, "CA1", "pbx", 1)
+		next := time.Now().Add(time.Minute)
+		if err := st.SetDelivery(context.Background(), "CA1", store.Delivery{EventID: ids[0], Type: "answered",
+			State: store.DeliveryRetrying, Attempts: 6, CreatedAt: time.Now(), NextAttempt: &next}); err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		run(t, newDeliverer(st, r, nil))
+		got := r.wait(t, 1)
+		if at := got[0].at.Sub(start); at != time.Minute {
+			t.Fatalf("posted after %v, want the minute left of the earlier owner's backoff", at)
+		}
+		synctest.Wait()
+		ds, _ := st.Deliveries(context.Background(), "CA1")
+		if len(ds) != 1 || ds[0].Attempts != 7 {
+			t.Fatalf("delivery %+v, want attempt 7", ds)
+		}
+	})
+}
+
+// A draining pod takes no new shards; the share counts the pod itself.
+func TestDrainingTakesNoShards(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := memEnv(t)
+		one := func(context.Context) (int, error) { return 1, nil }
+		d := newDeliverer(st, newReceiver(nil), func(c *delivery.Config) { c.Peers = one })
+		run(t, d)
+		synctest.Wait()
+		free := func() int {
+			n := 0
+			for s := range store.OutboxShards {
+				if ok, _ := st.AcquireShard(context.Background(), s, "probe", time.Millisecond); ok {
+					n++
+				}
+			}
+			return n
+		}
+		if n := free(); n != 8 {
+			t.Fatalf("%d shards free with one other pod, want 8 (16 over 2)", n)
+		}
+		d2 := newDeliverer(st, newReceiver(nil), func(c *delivery.Config) { c.Consumer = "pod-b"; c.Peers = one })
+		d2.Draining()
+		run(t, d2)
+		time.Sleep(time.Minute)
+		synctest.Wait()
+		if n := free(); n != 8 {
+			t.Fatalf("%d shards free, want 8: the draining pod took some", n)
 		}
 	})
 }

@@ -20,7 +20,8 @@ func parkedReason(t *testing.T, ch channel.Channel, cfg delivery.Config) string 
 	t.Helper()
 	st := memEnv(t, ch)
 	cfg.Outbox, cfg.Channels, cfg.Consumer = st, st, "pod-a"
-	cfg.Horizon = time.Millisecond // a failure is parked at once
+	cfg.Horizon = time.Millisecond                                       // a failure is parked at once
+	cfg.LeaseTTL, cfg.Renew = 300*time.Millisecond, 100*time.Millisecond // settled in 2.1 s
 	run(t, delivery.New(cfg))
 	placeCall(t, st, "CA1", ch.ID, 1)
 	var parked []store.ParkedEntry

@@ -107,6 +107,11 @@ type Outbox interface {
 	// (one that stopped or lost the lease) to consumer and returns them
 	// with consumer's own pending entries, in stream order (XAUTOCLAIM).
 	ClaimOutbox(ctx context.Context, shard int, consumer string) ([]OutboxEntry, error)
+	// ClaimOutboxPage is one page of ClaimOutbox: with after "" it first
+	// moves the entries pending for others to consumer; it returns up to
+	// limit of consumer's pending entries after the ID after, in stream
+	// order (fewer than limit: the list ends).
+	ClaimOutboxPage(ctx context.Context, shard int, consumer, after string, limit int) ([]OutboxEntry, error)
 	// ReadOutbox returns up to count new entries of shards for consumer,
 	// waiting up to block for one (XREADGROUP >); they stay pending for
 	// consumer until acknowledged.

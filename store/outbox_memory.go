@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -112,7 +113,14 @@ func (m *Memory) ReleaseShard(_ context.Context, shard int, consumer string) err
 
 // ClaimOutbox moves every pending entry of shard to consumer and returns
 // consumer's pending entries in stream order.
-func (m *Memory) ClaimOutbox(_ context.Context, shard int, consumer string) ([]OutboxEntry, error) {
+func (m *Memory) ClaimOutbox(ctx context.Context, shard int, consumer string) ([]OutboxEntry, error) {
+	return m.ClaimOutboxPage(ctx, shard, consumer, "", 0)
+}
+
+// ClaimOutboxPage is one page of ClaimOutbox: with after "" it first
+// moves every pending entry of shard to consumer; it returns up to limit
+// (<= 0: all) of consumer's pending entries after the ID after.
+func (m *Memory) ClaimOutboxPage(_ context.Context, shard int, consumer, after string, limit int) ([]OutboxEntry, error) {
 	if err := validShard(shard); err != nil {
 		return nil, fmt.Errorf("store: claim outbox: %w", err)
 	}
@@ -122,12 +130,24 @@ func (m *Memory) ClaimOutbox(_ context.Context, shard int, consumer string) ([]O
 	var out []OutboxEntry
 	log := o.shards[shard].log
 	for i := range log {
-		if log[i].owner != "" {
+		if log[i].owner != "" && after == "" {
 			log[i].owner = consumer
-			out = append(out, log[i].e)
 		}
+		if log[i].owner != consumer || (after != "" && memSeq(log[i].e.ID) <= memSeq(after)) {
+			continue
+		}
+		if limit > 0 && len(out) >= limit {
+			break
+		}
+		out = append(out, log[i].e)
 	}
 	return out, nil
+}
+
+// memSeq is the sequence number of a Memory stream ID ("n-0").
+func memSeq(id string) uint64 {
+	n, _ := strconv.ParseUint(strings.TrimSuffix(id, "-0"), 10, 64)
+	return n
 }
 
 // ReadOutbox returns up to count new entries per shard of shards for
@@ -245,6 +265,7 @@ func (m *Memory) RedeliverParked(_ context.Context, id string) (OutboxEntry, err
 		return OutboxEntry{}, fmt.Errorf("store: redeliver parked %s: %w", id, ErrNotFound)
 	}
 	e := o.parked[i].Entry
+	e.At = time.Time{} // a fresh retry horizon: from now (same EventID)
 	o.parked = slices.Delete(o.parked, i, i+1)
 	m.appendOutboxLocked([]OutboxEntry{e})
 	log := o.shards[m.opts.normalize(e).Shard].log

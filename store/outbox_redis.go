@@ -17,7 +17,7 @@ import (
 const outboxGroup = "vivi"
 
 // parkedMax bounds the parked stream (MAXLEN ~).
-const parkedMax = 10000
+const parkedMax = 100000
 
 // claimPage is how many entries one XAUTOCLAIM or PEL read moves.
 const claimPage = 500
@@ -158,12 +158,34 @@ func (r *Redis) noGroup(err error, shards ...int) bool {
 // ClaimOutbox moves every pending entry of shard to consumer (XAUTOCLAIM)
 // and returns consumer's whole pending list in stream order.
 func (r *Redis) ClaimOutbox(ctx context.Context, shard int, consumer string) ([]OutboxEntry, error) {
+	var out []OutboxEntry
+	for after := ""; ; {
+		page, err := r.ClaimOutboxPage(ctx, shard, consumer, after, claimPage)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, page...)
+		if len(page) < claimPage {
+			return out, nil
+		}
+		after = page[len(page)-1].ID
+	}
+}
+
+// ClaimOutboxPage is one page of ClaimOutbox: with after "" it first
+// moves every pending entry of shard to consumer; it returns up to limit
+// of consumer's pending entries after the ID after, in stream order
+// (fewer than limit: the list ends).
+func (r *Redis) ClaimOutboxPage(ctx context.Context, shard int, consumer, after string, limit int) ([]OutboxEntry, error) {
 	if err := validShard(shard); err != nil {
 		return nil, fmt.Errorf("store: claim outbox: %w", err)
 	}
-	out, err := r.claim(ctx, shard, consumer)
+	if limit <= 0 {
+		limit = claimPage
+	}
+	out, err := r.claim(ctx, shard, consumer, after, limit)
 	if r.noGroup(err, shard) {
-		out, err = r.claim(ctx, shard, consumer)
+		out, err = r.claim(ctx, shard, consumer, after, limit)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("store: claim outbox %d: %w", shard, err)
@@ -171,12 +193,12 @@ func (r *Redis) ClaimOutbox(ctx context.Context, shard int, consumer string) ([]
 	return out, nil
 }
 
-func (r *Redis) claim(ctx context.Context, shard int, consumer string) ([]OutboxEntry, error) {
+func (r *Redis) claim(ctx context.Context, shard int, consumer, after string, limit int) ([]OutboxEntry, error) {
 	if err := r.ensureGroup(ctx, shard); err != nil {
 		return nil, err
 	}
 	key := r.k.outbox(shard)
-	for start := "0-0"; ; {
+	for start := "0-0"; after == ""; {
 		_, next, err := r.client.XAutoClaimJustID(ctx, &redis.XAutoClaimArgs{
 			Stream: key, Group: outboxGroup, Consumer: consumer, Start: start, Count: claimPage,
 		}).Result()
@@ -191,9 +213,13 @@ func (r *Redis) claim(ctx context.Context, shard int, consumer string) ([]Outbox
 	// The consumer's pending list, in order: deleted entries come back
 	// without fields and are acknowledged away.
 	var out []OutboxEntry
-	for from := "0"; ; {
+	from := after
+	if from == "" {
+		from = "0"
+	}
+	for len(out) < limit {
 		res, err := r.client.XReadGroup(ctx, &redis.XReadGroupArgs{
-			Group: outboxGroup, Consumer: consumer, Streams: []string{key, from}, Count: claimPage, Block: -1,
+			Group: outboxGroup, Consumer: consumer, Streams: []string{key, from}, Count: int64(limit - len(out)), Block: -1,
 		}).Result()
 		if err != nil && !errors.Is(err, redis.Nil) {
 			return nil, err
@@ -216,6 +242,7 @@ func (r *Redis) claim(ctx context.Context, shard int, consumer string) ([]Outbox
 		}
 		from = res[0].Messages[len(res[0].Messages)-1].ID
 	}
+	return out, nil
 }
 
 // ReadOutbox returns up to count new entries (per shard) of shards for
@@ -350,7 +377,9 @@ func (r *Redis) RedeliverParked(ctx context.Context, id string) (OutboxEntry, er
 		if len(ms) == 0 {
 			return ErrNotFound
 		}
-		out = r.opts.normalize(parkedFrom(ms[0]).Entry)
+		out = parkedFrom(ms[0]).Entry
+		out.At = time.Time{} // a fresh retry horizon: from now (same EventID)
+		out = r.opts.normalize(out)
 		out.ID = ""
 		_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
 			p.XAdd(ctx, &redis.XAddArgs{Stream: r.k.outbox(out.Shard), Values: entryValues(out)})

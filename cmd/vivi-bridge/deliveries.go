@@ -34,8 +34,16 @@ func newDeliverer(c config, ob store.Outbox, channels delivery.Channels, ps podP
 	var peers func(ctx context.Context) (int, error)
 	if ps != nil {
 		peers = func(ctx context.Context) (int, error) {
+			// The other ready pods: this one counts itself while it runs,
+			// ready or draining, so that its share does not grow as it drains.
 			pods, err := ps.ReadyPods(ctx, time.Now().Add(-presenceWindow))
-			return len(pods), err
+			n := 0
+			for _, p := range pods {
+				if p != pod {
+					n++
+				}
+			}
+			return n, err
 		}
 	}
 	return delivery.New(delivery.Config{

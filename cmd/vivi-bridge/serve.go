@@ -99,6 +99,9 @@ func runServer(ctx context.Context, c config, log *zap.Logger, d appDeps, ln net
 	case <-ctx.Done():
 	}
 	a.health.draining.Store(true)
+	if a.deliverer != nil {
+		a.deliverer.Draining() // takes no new shards; keeps its own until stopDeliveries
+	}
 	if a.presence != nil {
 		a.presence.drain(context.WithoutCancel(ctx))
 	}
