@@ -507,26 +507,7 @@ func (c *call) seedSession(sess *session.Session) func() *session.Session {
 // record now, re-creating it when the store lost it (cmd calls it when
 // Redis came back empty). It returns how many calls were asked.
 func (s *Server) RewriteSessions() int {
-	s.mu.Lock()
-	var sids []string
-	for c := range s.calls {
-		if p := c.sid.Load(); p != nil {
-			sids = append(sids, *p)
-		}
-	}
-	s.mu.Unlock()
-	n := 0
-	for _, sid := range sids {
-		err := s.deliver(sid, func(c *call) {
-			if c.writer != nil {
-				c.writer.touch()
-			}
-		})
-		if err == nil {
-			n++
-		}
-	}
-	return n
+	return s.eachWriter((*sessionWriter).touch)
 }
 
 // RetrySessionWrites makes every live call on this pod whose session
@@ -534,6 +515,12 @@ func (s *Server) RewriteSessions() int {
 // (cmd calls it when the store answers again after an outage). It returns
 // how many calls were asked.
 func (s *Server) RetrySessionWrites() int {
+	return s.eachWriter((*sessionWriter).retryNow)
+}
+
+// eachWriter hands fn the session writer of every live call on this pod,
+// on the call's own loop, and returns how many calls took it.
+func (s *Server) eachWriter(fn func(*sessionWriter)) int {
 	s.mu.Lock()
 	var sids []string
 	for c := range s.calls {
@@ -546,7 +533,7 @@ func (s *Server) RetrySessionWrites() int {
 	for _, sid := range sids {
 		err := s.deliver(sid, func(c *call) {
 			if c.writer != nil {
-				c.writer.retryNow()
+				fn(c.writer)
 			}
 		})
 		if err == nil {

@@ -79,14 +79,9 @@ func (c *callsAPI) list(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, http.StatusBadRequest, "invalid_state", "state must be active or ended")
 		return
 	}
-	limit := defaultCallsLimit
-	if s := r.URL.Query().Get("limit"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 || n > maxCallsLimit {
-			WriteError(w, http.StatusBadRequest, "invalid_limit", "limit must be 1-1000")
-			return
-		}
-		limit = n
+	limit, ok := listLimit(w, r)
+	if !ok {
+		return
 	}
 	ss, err := c.calls.Sessions(r.Context(), active, limit)
 	if err != nil {
@@ -167,4 +162,19 @@ func (c *callsAPI) fail(w http.ResponseWriter, r *http.Request, err error) {
 	default:
 		c.api.fail(w, r, err)
 	}
+}
+
+// listLimit reads the ?limit=N of a list request (defaultCallsLimit when
+// absent); a bad one is answered 400 invalid_limit and ok is false.
+func listLimit(w http.ResponseWriter, r *http.Request) (limit int, ok bool) {
+	s := r.URL.Query().Get("limit")
+	if s == "" {
+		return defaultCallsLimit, true
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 || n > maxCallsLimit {
+		WriteError(w, http.StatusBadRequest, "invalid_limit", "limit must be 1-1000")
+		return 0, false
+	}
+	return n, true
 }

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
-	"strconv"
 	"time"
 )
 
@@ -42,14 +41,9 @@ type ParkedEvents interface {
 // POST /v1/events/parked/{id}/redeliver (202; 404 not_found).
 func (a *API) RegisterParked(mux *http.ServeMux, p ParkedEvents) {
 	mux.Handle("GET /v1/events/parked", a.Authorize(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		limit := defaultCallsLimit
-		if s := r.URL.Query().Get("limit"); s != "" {
-			n, err := strconv.Atoi(s)
-			if err != nil || n < 1 || n > maxCallsLimit {
-				WriteError(w, http.StatusBadRequest, "invalid_limit", "limit must be 1-1000")
-				return
-			}
-			limit = n
+		limit, ok := listLimit(w, r)
+		if !ok {
+			return
 		}
 		list, err := p.ParkedEvents(r.Context(), limit)
 		if err != nil {
